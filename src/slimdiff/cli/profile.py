@@ -1,0 +1,88 @@
+"""`slimdiff profile PRESET…|MODEL|all`: params and MACs next to the paper's, and steps/s here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import track
+from rich.table import Table
+
+from slimdiff.cli.app import app, console, fail
+from slimdiff.metrics.complexity import count_macs, count_params, steps_per_second
+from slimdiff.models.presets import PRESETS, Preset
+
+
+def _delta(ours: float, paper: float | None) -> str:
+    return "" if paper is None else f"{100 * (ours - paper) / paper:+.1f}%"
+
+
+def _fmt(value: float | None, unit: float, suffix: str) -> str:
+    return "—" if value is None else f"{value / unit:.2f}{suffix}"
+
+
+def _preset_for_model(path: Path) -> Preset:
+    from slimdiff.models.loading import load_unet
+
+    model = load_unet(path)
+    cfg = dict(model.config)
+    conditional = "cross_attention_dim" in cfg
+    return Preset(str(path), "local model", cfg, conditional, context_tokens=77 if conditional else 0)
+
+
+def profile_row(preset: Preset, batch: int, seconds: float) -> dict:
+    model = preset.build()
+    inputs = preset.example_inputs(batch)
+    return {
+        "preset": preset.name,
+        "params": count_params(model),
+        "params_paper": preset.params_paper,
+        "macs": count_macs(model, preset.example_inputs(1)),
+        "macs_paper": preset.macs_paper,
+        "steps_per_s": steps_per_second(model, inputs, min_seconds=seconds) if seconds > 0 else None,
+    }
+
+
+@app.command()
+def profile(
+    targets: list[str] = typer.Argument(..., help="preset names, local model folders, or 'all'"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON list of rows instead of a table"),
+    batch: int = typer.Option(1, min=1, max=256, help="batch size for the steps/s measurement"),
+    seconds: float = typer.Option(1.0, min=0.0, max=60.0, help="time per steps/s measurement; 0 skips it"),
+) -> None:
+    """Parameters and MACs of one UNet step (ours vs the paper's) and UNet steps/s on this machine."""
+    names = list(PRESETS) if targets == ["all"] else targets
+    presets = []
+    for name in names:
+        if name in PRESETS:
+            presets.append(PRESETS[name])
+        elif Path(name).is_dir():
+            try:
+                presets.append(_preset_for_model(Path(name)))
+            except (OSError, ValueError) as e:
+                fail(str(e))
+        else:
+            fail(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}, all, or a model folder")
+    rows = [
+        profile_row(p, batch, seconds)
+        for p in track(presets, description="profiling", console=console, transient=True, disable=as_json)
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"UNet complexity (MACs of one step; steps/s at batch {batch})")
+    for column in ("preset", "params", "paper", "Δ", "MACs", "paper", "Δ", "steps/s"):
+        table.add_column(column, justify="left" if column == "preset" else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["preset"],
+            _fmt(r["params"], 1e6, "M"),
+            _fmt(r["params_paper"], 1e6, "M"),
+            _delta(r["params"], r["params_paper"]),
+            _fmt(r["macs"], 1e9, "G"),
+            _fmt(r["macs_paper"], 1e9, "G"),
+            _delta(r["macs"], r["macs_paper"]),
+            "—" if r["steps_per_s"] is None else f"{r['steps_per_s']:.2f}",
+        )
+    console.print(table)

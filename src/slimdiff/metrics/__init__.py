@@ -1,0 +1,1 @@
+"""Metrics: complexity, and (with the evaluation modules) FID/KID, SWD and spectra."""

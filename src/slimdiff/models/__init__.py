@@ -1,0 +1,1 @@
+"""Slim UNets, wavelet gates and named architecture presets."""

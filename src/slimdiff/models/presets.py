@@ -1,0 +1,190 @@
+"""Named architectures with the paper's figures (DESIGN §1).
+
+Each preset is a diffusers config for `SlimUNet2DModel` (unconditional) or `SlimUNet2DConditionModel`
+(class or text context) plus the params / MACs the paper reports for it, so `slimdiff profile` can show
+ours next to theirs. Teachers follow the CompVis latent-diffusion configs; "lite" models are the same
+with base channels 64; "sd" models are the lite ones with wavelet-gated down/up-sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import ModelMixin
+
+from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    config: dict
+    conditional: bool = False
+    context_tokens: int = 0  # length of the cross-attention context fed while profiling
+    params_paper: float | None = None  # parameters, as reported in the paper
+    macs_paper: float | None = None  # MACs of one UNet step, as reported in the paper
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def model_class(self) -> type[ModelMixin]:
+        return SlimUNet2DConditionModel if self.conditional else SlimUNet2DModel
+
+    def build(self, **overrides) -> ModelMixin:
+        """A freshly initialised model; `overrides` change config fields (e.g. sample_size)."""
+        return self.model_class(**{**self.config, **overrides})
+
+    def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Inputs of one UNet step at this preset's native size, for profiling."""
+        cfg = self.config
+        size = cfg["sample_size"]
+        inputs = {
+            "sample": torch.randn(batch, cfg["in_channels"], size, size),
+            "timestep": torch.full((batch,), 500, dtype=torch.long),
+        }
+        if self.conditional:
+            if cfg.get("num_context_classes"):
+                inputs["class_labels"] = torch.zeros(batch, dtype=torch.long)
+            else:
+                inputs["encoder_hidden_states"] = torch.randn(
+                    batch, self.context_tokens, cfg["cross_attention_dim"]
+                )
+        return inputs
+
+
+def _unconditional(base: int, mult, attention, *, sample_size, channels, head_dim, slim, **extra) -> dict:
+    levels = len(mult)
+    down = tuple("AttnDownBlock2D" if attention[i] else "DownBlock2D" for i in range(levels))
+    up = tuple("AttnUpBlock2D" if attention[i] else "UpBlock2D" for i in reversed(range(levels)))
+    return {
+        "sample_size": sample_size,
+        "in_channels": channels,
+        "out_channels": channels,
+        "block_out_channels": tuple(base * m for m in mult),
+        "down_block_types": down,
+        "up_block_types": up,
+        "layers_per_block": 2,
+        "attention_head_dim": head_dim,
+        "norm_num_groups": 32,
+        "wavelet_gating": slim,
+        **extra,
+    }
+
+
+def _conditional(base: int, mult, attention, *, sample_size, channels, heads, context_dim, slim, **extra) -> dict:
+    levels = len(mult)
+    down = tuple("CrossAttnDownBlock2D" if attention[i] else "DownBlock2D" for i in range(levels))
+    up = tuple("CrossAttnUpBlock2D" if attention[i] else "UpBlock2D" for i in reversed(range(levels)))
+    return {
+        "sample_size": sample_size,
+        "in_channels": channels,
+        "out_channels": channels,
+        "block_out_channels": tuple(base * m for m in mult),
+        "down_block_types": down,
+        "up_block_types": up,
+        "layers_per_block": 2,
+        "attention_head_dim": heads,
+        "cross_attention_dim": context_dim,
+        "norm_num_groups": 32,
+        "wavelet_gating": slim,
+        **extra,
+    }
+
+
+def _f4(base: int, slim: bool) -> dict:
+    # CompVis ldm f4 (FFHQ / CelebA-HQ / Bedroom): 64×64×3 latents, mult 1,2,3,4, attention below level 0.
+    return _unconditional(
+        base, (1, 2, 3, 4), (False, True, True, True), sample_size=64, channels=3, head_dim=32, slim=slim
+    )
+
+
+def _kl8(base: int, slim: bool) -> dict:
+    # CompVis ldm kl8 (Church): 32×32×4 latents, mult 1,2,2,4,4, attention at 32/16/8/4, 8 heads,
+    # scale-shift norm and res-block up/down-sampling.
+    return _unconditional(
+        base,
+        (1, 2, 2, 4, 4),
+        (True, True, True, True, False),
+        sample_size=32,
+        channels=4,
+        head_dim=base // 8,
+        slim=slim,
+        resnet_time_scale_shift="scale_shift",
+        downsample_type="resnet",
+        upsample_type="resnet",
+    )
+
+
+def _cin(base: int, slim: bool) -> dict:
+    # CompVis cin256-v2: 64×64×3 VQ-f4 latents, mult 1,2,3,5, cross-attention at ds 2/4/8 with 32-dim heads
+    # over a one-token class context (1000 classes + the "no class" row) of width 512.
+    mult = (1, 2, 3, 5)
+    return _conditional(
+        base,
+        mult,
+        (False, True, True, True),
+        sample_size=64,
+        channels=3,
+        heads=tuple(base * m // 32 for m in mult),
+        context_dim=512,
+        slim=slim,
+        num_context_classes=1000,
+    )
+
+
+def _txt(base: int, slim: bool) -> dict:
+    # Stable-Diffusion-style text UNet on KL-f8 latents (32×32×4 at 256 px), CLIP ViT-L/14 context 77×768.
+    return _conditional(
+        base,
+        (1, 2, 4, 4),
+        (True, True, True, False),
+        sample_size=32,
+        channels=4,
+        heads=8,
+        context_dim=768,
+        slim=slim,
+    )
+
+
+def _tiny(base: int, slim: bool) -> dict:
+    # CPU-sized, 32×32 pixel space: used by tests, the demo and the small-scale study.
+    return {
+        **_unconditional(
+            base, (1, 2, 2), (False, False, True), sample_size=32, channels=3, head_dim=base, slim=slim
+        ),
+        "norm_num_groups": 8,
+    }
+
+
+G = 1e9
+M = 1e6
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("ldm-f4", "LDM teacher, VQ-f4 64×64×3", _f4(224, False), params_paper=274.1 * M, macs_paper=96.1 * G),
+        Preset("lite-ldm-f4", "LDM, base 64, VQ-f4", _f4(64, False), params_paper=22.4 * M, macs_paper=7.9 * G),
+        Preset("sd-f4", "Spectral Diffusion, VQ-f4", _f4(64, True), params_paper=21.1 * M, macs_paper=6.7 * G),
+        Preset("ldm-kl8", "LDM teacher, KL-f8 32×32×4", _kl8(192, False), params_paper=295.0 * M, macs_paper=18.7 * G),
+        Preset("lite-ldm-kl8", "LDM, base 64, KL-f8", _kl8(64, False), params_paper=32.8 * M, macs_paper=2.1 * G),
+        Preset("sd-kl8", "Spectral Diffusion, KL-f8", _kl8(64, True), params_paper=33.8 * M, macs_paper=2.1 * G),
+        Preset(
+            "ldm-cin", "LDM-CFG ImageNet", _cin(192, False), True, 1, params_paper=400.9 * M, macs_paper=99.8 * G
+        ),
+        Preset(
+            "lite-ldm-cin", "LDM-CFG, base 64", _cin(64, False), True, 1, params_paper=47.0 * M, macs_paper=11.1 * G
+        ),
+        Preset("sd-cin", "SD-CFG ImageNet", _cin(64, True), True, 1, params_paper=45.4 * M, macs_paper=9.9 * G),
+        Preset("sd-txt", "SD text-to-image, CLIP 77×768", _txt(96, True), True, 77, params_paper=77.6 * M),
+        Preset("tiny-teacher", "CPU-sized teacher, 32×32×3 pixels", _tiny(32, False)),
+        Preset("tiny-lite", "CPU-sized Lite baseline", _tiny(16, False)),
+        Preset("tiny-sd", "CPU-sized Spectral Diffusion", _tiny(16, True)),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None
