@@ -1,0 +1,284 @@
+"""Image datasets selected by one string (DESIGN §4): a folder, a Hugging Face dataset, or built-in images.
+
+Every dataset yields (3, size, size) float tensors in [-1, 1]. Preprocessing follows the paper: centre-crop
+to a square, resize to the target size, scale to [-1, 1], no flips. Grayscale / RGBA / palette images become
+RGB. Unreadable files are skipped with a warning (and counted in `dataset.skipped`), or are an error under
+`strict`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# Images shipped inside scikit-image, so the tool runs with no download at all.
+BUILTIN_IMAGES = {
+    "photos": (
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+    ),
+    # Grayscale textures, rich in high frequencies — what slim models lose first.
+    "textures": ("brick", "grass", "gravel"),
+}
+BUILTIN_LENGTH = 10_000  # crops per epoch of a built-in set unless `length` says otherwise
+# PIL raises these for files that are not images or are cut short.
+_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+
+
+class DataError(ValueError):
+    """A data source that cannot be used: missing, empty, or (under `strict`) holding a bad file."""
+
+
+def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """Paper preprocessing of one PIL image: RGB, centre square crop, resize, scale to [-1, 1]."""
+    image = image.convert("RGB")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    return (array.permute(2, 0, 1).float() / 127.5 - 1.0).clamp(-1.0, 1.0)
+
+
+class _SkippingDataset(Dataset):
+    """Shared skip-or-fail handling: a bad item is replaced by the next readable one."""
+
+    strict: bool
+    skipped: list[str]
+
+    def _load(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def _name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def _bad(self, name: str, error: Exception) -> None:
+        message = f"unreadable image {name}: {error}"
+        if self.strict:
+            raise DataError(f"{message} (strict: true; remove the file or set strict: false to skip it)")
+        warnings.warn(f"skipping {message}", stacklevel=3)
+        self.skipped.append(name)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            try:
+                image = self._load(i)
+                image.load()
+            except _READ_ERRORS as error:
+                self._bad(self._name(i), error)
+                continue
+            return to_tensor(image, self.size)
+        raise DataError("no readable image in the data source")
+
+
+class FolderDataset(_SkippingDataset):
+    """Every image below a folder (recursively), in sorted path order."""
+
+    def __init__(self, root: Path, size: int, *, strict: bool = False, length: int | None = None):
+        self.size, self.strict, self.skipped = size, strict, []
+        candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not candidates:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+        # A cheap header + structure check up front, so a non-image or a cut-short PNG never enters an epoch.
+        self.paths = []
+        for path in candidates:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except _READ_ERRORS as error:
+                self._bad(str(path), error)
+                continue
+            self.paths.append(path)
+        if not self.paths:
+            raise DataError(f"none of the {len(candidates)} image files under {root} could be read")
+        if length is not None:
+            self.paths = self.paths[:length]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _name(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def _load(self, index: int) -> Image.Image:
+        return Image.open(self.paths[index])
+
+
+class HFDataset(_SkippingDataset):
+    """An image column of a Hugging Face dataset (hub name, local dataset dir, or `save_to_disk` output)."""
+
+    def __init__(
+        self, source: str, size: int, *, image_column: str, strict: bool = False, length: int | None = None
+    ):
+        self.size, self.strict, self.skipped = size, strict, []
+        self.source = source
+        table = _open_hf(source)
+        if image_column not in table.column_names:
+            raise DataError(
+                f"dataset {source!r} has no column {image_column!r}; columns: {', '.join(table.column_names)} "
+                "(set image_column)"
+            )
+        if len(table) == 0:
+            raise DataError(f"dataset {source!r} is empty")
+        if length is not None:
+            table = table.select(range(min(length, len(table))))
+        self.column = table.cast_column(image_column, _image_feature(decode=False))[image_column]
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def _name(self, index: int) -> str:
+        return f"{self.source}[{index}]"
+
+    def _load(self, index: int) -> Image.Image:
+        item = self.column[index]
+        if item.get("bytes") is not None:
+            import io
+
+            return Image.open(io.BytesIO(item["bytes"]))
+        return Image.open(item["path"])
+
+
+def _image_feature(decode: bool):
+    from datasets import Image as ImageFeature
+
+    return ImageFeature(decode=decode)
+
+
+def _open_hf(source: str):
+    """The train split of a dataset saved with `save_to_disk`, a local data dir, or a hub name."""
+    import datasets
+
+    path = Path(source)
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+            loaded = datasets.load_from_disk(str(path))
+        else:
+            loaded = datasets.load_dataset(source)
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as error:
+        raise DataError(f"could not open dataset {source!r}: {error}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        split = "train" if "train" in loaded else next(iter(loaded))
+        loaded = loaded[split]
+    return loaded
+
+
+class BuiltinCrops(Dataset):
+    """Random square crops of images that ship inside scikit-image, resized to `size`.
+
+    Crop i depends only on (seed, i), so an epoch is reproducible in any order and across processes.
+    The crop side is drawn between `size` and 4 × `size` (capped by the image), mixing scales.
+    """
+
+    def __init__(self, kind: str, size: int, *, seed: int = 0, length: int | None = None):
+        import skimage.data
+
+        self.kind, self.size, self.seed = kind, size, seed
+        self.length = BUILTIN_LENGTH if length is None else length
+        self.skipped: list[str] = []
+        self.images = []
+        for name in BUILTIN_IMAGES[kind]:
+            array = torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)()))
+            if array.ndim == 2:
+                array = array[..., None].expand(-1, -1, 3)
+            self.images.append(array.permute(2, 0, 1).contiguous())  # (3, H, W) uint8
+            if min(array.shape[:2]) < size:
+                raise DataError(f"builtin:{kind} images are smaller than size {size}")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        image = self.images[rng.integers(len(self.images))]
+        h, w = image.shape[1:]
+        side = int(rng.integers(self.size, min(4 * self.size, h, w) + 1))
+        top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        crop = image[None, :, top : top + side, left : left + side].float()
+        if side != self.size:
+            crop = F.interpolate(crop, size=(self.size, self.size), mode="bicubic", antialias=True)
+        return (crop[0] / 127.5 - 1.0).clamp(-1.0, 1.0)
+
+
+def make_dataset(
+    source: str,
+    size: int,
+    *,
+    seed: int = 0,
+    strict: bool = False,
+    image_column: str = "image",
+    length: int | None = None,
+) -> Dataset:
+    """The dataset named by `source`: `builtin:photos`, `builtin:textures`, an image folder, or a Hugging Face
+    dataset (hub name or local dir). `length` caps a folder / HF set and sets the number of built-in crops."""
+    if size < 1:
+        raise DataError(f"image size must be positive, got {size}")
+    if length is not None and length < 1:
+        raise DataError(f"length must be positive, got {length}")
+    if source.startswith("builtin:"):
+        kind = source.removeprefix("builtin:")
+        if kind not in BUILTIN_IMAGES:
+            valid = ", ".join(f"builtin:{k}" for k in BUILTIN_IMAGES)
+            raise DataError(f"unknown built-in data set {source!r}; valid: {valid}")
+        return BuiltinCrops(kind, size, seed=seed, length=length)
+    path = Path(source).expanduser()
+    if path.is_dir() and not _looks_like_hf_dir(path):
+        return FolderDataset(path, size, strict=strict, length=length)
+    if path.exists() and not path.is_dir():
+        raise DataError(
+            f"data source {source} is a file; give a folder of images, a dataset name or builtin:…"
+        )
+    if not path.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise DataError(f"data folder {source} does not exist")
+    return HFDataset(source, size, image_column=image_column, strict=strict, length=length)
+
+
+def _looks_like_hf_dir(path: Path) -> bool:
+    markers = ("dataset_info.json", "dataset_dict.json", "state.json")
+    return (
+        any((path / m).exists() for m in markers)
+        or any(path.glob("*.parquet"))
+        or any(path.glob("*/*.arrow"))
+    )
+
+
+def load_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` images (n, 3, size, size) in [-1, 1] from `source`, for metrics: a seeded random subset of a
+    folder / HF set (error if it holds fewer than n), or the first n crops of a built-in set."""
+    dataset = make_dataset(source, size, seed=seed, length=n if source.startswith("builtin:") else None)
+    if len(dataset) < n:
+        raise DataError(f"{source} holds {len(dataset)} images, fewer than the {n} requested")
+    order = _subset(len(dataset), n, seed)
+    return torch.stack([dataset[int(i)] for i in order])
+
+
+def _subset(total: int, n: int, seed: int) -> np.ndarray:
+    if n == total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
+__all__ = [
+    "BuiltinCrops",
+    "DataError",
+    "FolderDataset",
+    "HFDataset",
+    "load_images",
+    "make_dataset",
+    "to_tensor",
+]
