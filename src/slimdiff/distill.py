@@ -1,0 +1,231 @@
+"""Spectrum-aware distillation (DESIGN §3).
+
+    L = L_ε + λ_s · L_spatial + λ_f · L_freq
+    L_spatial = Σ_i mean((P_i(S_i) − T_i)²)
+    L_freq    = Σ_i mean(ω_i · |F(P_i(S_i)) − F(T_i)|²)
+    ω_i       = normalise((|F(resize(x0 → H_i×W_i))| averaged over channels + δ)^α)
+
+S_i / T_i are student / teacher outputs at the distillation positions, taken by forward hooks on module
+objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal 2-D FFT; ω is detached
+and has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high frequencies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from slimdiff.models.loading import load_unet, locate_unet
+
+POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
+DEFAULT_POSITIONS = ("output", "feat-up1")
+
+
+# --- losses: plain functions over tensors -------------------------------------------------------------
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    # FFTs of half-precision features (mixed precision) lose the small high-frequency terms.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def spectral_weight(
+    x0: torch.Tensor, size: tuple[int, int], alpha: float = -1.0, delta: float = 1e-3
+) -> torch.Tensor:
+    """ω: (B, 1, H, W) weights over the FFT grid of a feature of spatial `size`, from the clean x0."""
+    x = (
+        x0
+        if tuple(x0.shape[-2:]) == tuple(size)
+        else F.interpolate(x0, size=size, mode="bilinear", antialias=True)
+    )
+    magnitude = torch.fft.fft2(_at_least_fp32(x), norm="ortho").abs().mean(dim=1, keepdim=True)
+    omega = (magnitude + delta) ** alpha
+    return (omega / omega.mean(dim=(-2, -1), keepdim=True)).detach()
+
+
+def spatial_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(student, teacher)
+
+
+def frequency_loss(student: torch.Tensor, teacher: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """mean(ω · |F(student) − F(teacher)|²) with the orthonormal FFT (equals the spatial loss when ω ≡ 1)."""
+    diff = torch.fft.fft2(_at_least_fp32(student - teacher), norm="ortho")
+    return (omega * diff.abs().square()).mean()
+
+
+# --- feature taps ------------------------------------------------------------------------------------
+
+
+def tap_module(unet: nn.Module, position: str) -> nn.Module:
+    """The module whose output is the feature at `position` (not for "output")."""
+    ups = [b.upsamplers[-1] for b in unet.up_blocks if getattr(b, "upsamplers", None)]
+    downs = [b.downsamplers[-1] for b in unet.down_blocks if getattr(b, "downsamplers", None)]
+    candidates = {"feat-up1": ups[-1:], "feat-up2": ups[-2:-1], "feat-down4": downs[-1:]}
+    if position not in candidates:
+        raise ValueError(f"unknown distillation position {position!r}; valid: {', '.join(POSITIONS)}")
+    if not candidates[position]:
+        raise ValueError(f"{type(unet).__name__} has too few up/down-samplers for position {position!r}")
+    return candidates[position][0]
+
+
+class FeatureTap:
+    """Keeps the latest output of one module, via a forward hook on the module object itself."""
+
+    def __init__(self, module: nn.Module):
+        self.value: torch.Tensor | None = None
+        self.handle = module.register_forward_hook(self._store)
+
+    def _store(self, module: nn.Module, args, output: torch.Tensor) -> None:
+        self.value = output
+
+    def pop(self) -> torch.Tensor:
+        if self.value is None:
+            raise RuntimeError("the tapped module did not run in the last forward pass")
+        value, self.value = self.value, None
+        return value
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+# --- teachers ----------------------------------------------------------------------------------------
+
+
+def teacher_prediction_type(source: str | Path, **hub_kwargs) -> str:
+    """The prediction type stored with a teacher (its scheduler config), ε when none is stored."""
+    location, subfolder = locate_unet(source, **hub_kwargs)
+    if subfolder is None:
+        return "epsilon"
+    scheduler_config = Path(location) / "scheduler" / "scheduler_config.json"
+    if scheduler_config.is_file():
+        return json.loads(scheduler_config.read_text()).get("prediction_type", "epsilon")
+    if Path(location).is_dir():
+        return "epsilon"
+    from diffusers import DDPMScheduler
+
+    try:
+        return DDPMScheduler.load_config(location, subfolder="scheduler", **hub_kwargs).get(
+            "prediction_type", "epsilon"
+        )
+    except OSError:
+        return "epsilon"
+
+
+def load_teacher(source: str | Path, **hub_kwargs) -> nn.Module:
+    """Any diffusers UNet (slimdiff run/model folder, local diffusers folder, hub id), frozen, in eval mode."""
+    prediction = teacher_prediction_type(source, **hub_kwargs)
+    if prediction != "epsilon":
+        raise ValueError(
+            f"teacher {source} predicts {prediction!r}; slimdiff distils ε-prediction teachers only"
+        )
+    teacher = load_unet(source, **hub_kwargs).eval().requires_grad_(False)
+    return teacher
+
+
+def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
+    """Teacher and student must share the latent space and be unconditional."""
+    t, s = teacher.config, student.config
+    for key in ("in_channels", "out_channels", "sample_size"):
+        if t.get(key) is not None and s.get(key) is not None and t[key] != s[key]:
+            raise ValueError(
+                f"teacher and student differ in {key} ({t[key]} vs {s[key]}): they must share one latent space"
+            )
+    for name, cfg in (("teacher", t), ("student", s)):
+        if cfg.get("cross_attention_dim") is not None:
+            raise ValueError(f"the {name} is a conditional UNet; distillation supports unconditional UNets")
+
+
+# --- the objective -----------------------------------------------------------------------------------
+
+
+class SpectralDistillation(nn.Module):
+    """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t.
+
+    Only the projectors are parameters of this module; the teacher is held outside the module tree so
+    its weights stay out of checkpoints and the optimizer.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        positions: tuple[str, ...] = DEFAULT_POSITIONS,
+        lambda_spatial: float = 0.1,
+        lambda_freq: float = 0.1,
+        alpha: float = -1.0,
+        delta: float = 1e-3,
+    ):
+        super().__init__()
+        check_compatible(teacher, student)
+        unknown = [p for p in positions if p not in POSITIONS]
+        if unknown or not positions:
+            raise ValueError(f"unknown distillation positions {unknown}; valid: {', '.join(POSITIONS)}")
+        self.positions = tuple(positions)
+        self.lambda_spatial, self.lambda_freq, self.alpha, self.delta = (
+            lambda_spatial,
+            lambda_freq,
+            alpha,
+            delta,
+        )
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        features = [p for p in self.positions if p != "output"]
+        self.student_taps = {p: FeatureTap(tap_module(student, p)) for p in features}
+        self.teacher_taps = {p: FeatureTap(tap_module(teacher, p)) for p in features}
+        self.projectors = nn.ModuleDict(self._make_projectors(student, features))
+
+    @torch.no_grad()
+    def _make_projectors(self, student: nn.Module, features: list[str]) -> dict[str, nn.Module]:
+        cfg = student.config
+        probe = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        t = torch.tensor([0])
+        was_training = student.training
+        student.eval()
+        student(probe, t)
+        self.teacher(probe, t)
+        student.train(was_training)
+        projectors = {}
+        for p in features:
+            s, tt = self.student_taps[p].pop(), self.teacher_taps[p].pop()
+            if s.shape[-2:] != tt.shape[-2:]:
+                raise ValueError(
+                    f"at {p} the student feature is {tuple(s.shape[1:])} but the teacher's is {tuple(tt.shape[1:])}: "
+                    "their resolutions must match (same number of down-sampling levels)"
+                )
+            projectors[p] = (
+                nn.Conv2d(s.shape[1], tt.shape[1], 1) if s.shape[1] != tt.shape[1] else nn.Identity()
+            )
+        return projectors
+
+    def forward(
+        self, unet: nn.Module, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        teacher = self.teacher
+        if next(teacher.parameters()).device != x_t.device:
+            teacher.to(x_t.device)
+        eps_student = unet(x_t, t).sample
+        with torch.no_grad():
+            eps_teacher = teacher(x_t, t).sample
+        loss_eps = F.mse_loss(eps_student.float(), noise.float())
+        loss_spatial = loss_eps.new_zeros(())
+        loss_freq = loss_eps.new_zeros(())
+        for p in self.positions:
+            if p == "output":
+                s, tt = eps_student, eps_teacher
+            else:
+                s, tt = self.projectors[p](self.student_taps[p].pop()), self.teacher_taps[p].pop()
+            if self.lambda_spatial:
+                loss_spatial = loss_spatial + spatial_loss(s.float(), tt.float())
+            if self.lambda_freq:
+                omega = spectral_weight(x0, tuple(tt.shape[-2:]), self.alpha, self.delta)
+                loss_freq = loss_freq + frequency_loss(s, tt, omega)
+        loss = loss_eps + self.lambda_spatial * loss_spatial + self.lambda_freq * loss_freq
+        terms = {
+            "loss_eps": loss_eps.item(),
+            "loss_spatial": loss_spatial.item(),
+            "loss_freq": loss_freq.item(),
+        }
+        return loss, terms

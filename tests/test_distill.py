@@ -1,0 +1,196 @@
+"""Spectrum-aware distillation: losses against closed forms, hooks, gradients, teacher loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from slimdiff.distill import (
+    POSITIONS,
+    SpectralDistillation,
+    frequency_loss,
+    load_teacher,
+    spatial_loss,
+    spectral_weight,
+    tap_module,
+)
+from slimdiff.models.unet import SlimUNet2DModel
+
+SIZE = 16
+BLOCKS = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D")
+UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+
+
+def small_unet(cls=UNet2DModel, channels=(32, 32, 64, 64), **kw):
+    torch.manual_seed(0)
+    return cls(
+        sample_size=SIZE,
+        block_out_channels=channels,
+        down_block_types=BLOCKS,
+        up_block_types=UP_BLOCKS,
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def pair():
+    teacher = small_unet(UNet2DModel)
+    student = small_unet(SlimUNet2DModel, channels=(16, 16, 32, 32))
+    return teacher, student
+
+
+def batch(seed=0, n=2):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(n, 3, SIZE, SIZE, generator=g) * 2 - 1
+    noise = torch.randn(n, 3, SIZE, SIZE, generator=g)
+    t = torch.randint(0, 1000, (n,), generator=g)
+    sched = DDPMScheduler(1000, 0.0015, 0.0195, "scaled_linear")
+    return x0, sched.add_noise(x0, noise, t), t, noise
+
+
+def test_frequency_loss_equals_spatial_loss_when_alpha_is_zero():
+    """Parseval: with the orthonormal FFT and ω ≡ 1 the two losses are the same number."""
+    g = torch.Generator().manual_seed(1)
+    s, t, x0 = (torch.randn(3, 5, 8, 12, generator=g, dtype=torch.float64) for _ in range(3))
+    omega = spectral_weight(x0, (8, 12), alpha=0.0)
+    assert torch.equal(omega, torch.ones_like(omega))
+    torch.testing.assert_close(frequency_loss(s, t, omega), spatial_loss(s, t), rtol=1e-12, atol=0)
+
+
+def test_omega_is_largest_where_the_clean_spectrum_is_smallest():
+    g = torch.Generator().manual_seed(2)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    smooth = torch.cos(2 * np.pi * xx / SIZE) + 0.5 * torch.cos(2 * np.pi * 2 * yy / SIZE)
+    x0 = (smooth + 0.01 * torch.randn(2, 3, SIZE, SIZE, generator=g)).double()
+    omega = spectral_weight(x0, (SIZE, SIZE), alpha=-1.0, delta=1e-3)
+    magnitude = np.abs(np.fft.fft2(x0.numpy(), norm="ortho")).mean(axis=1)  # numpy as the oracle
+    for b in range(2):
+        # a real signal's spectrum is conjugate-symmetric, so compare values, not (tied) indices
+        assert magnitude[b].flat[omega[b, 0].argmax().item()] == pytest.approx(magnitude[b].min())
+        assert magnitude[b].flat[omega[b, 0].argmin().item()] == pytest.approx(magnitude[b].max())
+        expected = (magnitude[b] + 1e-3) ** -1.0
+        np.testing.assert_allclose(omega[b, 0].numpy(), expected / expected.mean(), rtol=1e-5)
+    torch.testing.assert_close(omega.mean(dim=(-2, -1)), torch.ones(2, 1, dtype=omega.dtype))
+    assert not omega.requires_grad
+
+
+def test_omega_resizes_x0_to_the_feature_size():
+    x0 = torch.randn(2, 3, SIZE, SIZE)
+    assert spectral_weight(x0, (4, 4)).shape == (2, 1, 4, 4)
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_taps_have_the_expected_shapes_at_every_position(pair, role):
+    unet = pair[0] if role == "teacher" else pair[1]
+    c = unet.config.block_out_channels
+    levels = len(c)
+    expected = {  # up block i works at channels c[levels-1-i]; its up-sampler doubles the size
+        "feat-up1": (c[1], SIZE, SIZE),
+        "feat-up2": (c[2], SIZE // 2, SIZE // 2),
+        "feat-down4": (c[levels - 2], SIZE // 2 ** (levels - 1), SIZE // 2 ** (levels - 1)),
+    }
+    seen = {}
+    handles = [
+        tap_module(unet, p).register_forward_hook(lambda m, a, out, p=p: seen.__setitem__(p, out.shape[1:]))
+        for p in expected
+    ]
+    with torch.no_grad():
+        out = unet(batch()[1], batch()[2]).sample
+    for h in handles:
+        h.remove()
+    assert out.shape == (2, 3, SIZE, SIZE)
+    assert {p: tuple(s) for p, s in seen.items()} == expected
+
+
+def test_gradients_reach_student_and_projectors_never_teacher(pair):
+    teacher, student = pair
+    objective = SpectralDistillation(student, teacher, positions=POSITIONS)
+    assert set(objective.projectors) == {"feat-up1", "feat-up2", "feat-down4"}
+    assert not any(
+        k.startswith("teacher") for k in objective.state_dict()
+    )  # teacher stays out of checkpoints
+    student.train()
+    loss, terms = objective(student, *batch())
+    loss.backward()
+    assert all(terms[k] > 0 for k in ("loss_eps", "loss_spatial", "loss_freq"))
+    student_grads = [p.grad for p in student.parameters()]
+    assert all(g is not None for g in student_grads) and any(g.abs().sum() > 0 for g in student_grads)
+    for p in objective.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    student.zero_grad()
+    for tap in (*objective.student_taps.values(), *objective.teacher_taps.values()):
+        tap.remove()
+
+
+def test_total_loss_combines_terms_with_lambdas(pair):
+    teacher, student = pair
+    objective = SpectralDistillation(student, teacher, lambda_spatial=0.3, lambda_freq=0.7)
+    with torch.no_grad():
+        loss, terms = objective(student, *batch(seed=3))
+    expected = terms["loss_eps"] + 0.3 * terms["loss_spatial"] + 0.7 * terms["loss_freq"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    off = SpectralDistillation(student, teacher, lambda_spatial=0.0, lambda_freq=0.0)
+    with torch.no_grad():
+        plain, _ = off(student, *batch(seed=3))
+        x0, x_t, t, noise = batch(seed=3)
+        direct = torch.nn.functional.mse_loss(student(x_t, t).sample, noise)
+    assert plain.item() == pytest.approx(direct.item(), rel=1e-6)
+
+
+def test_mismatched_latent_space_is_a_clear_error(pair):
+    _, student = pair
+    other = small_unet(UNet2DModel, in_channels=4, out_channels=4)
+    with pytest.raises(ValueError, match="in_channels"):
+        SpectralDistillation(student, other)
+    with pytest.raises(ValueError, match="unknown distillation positions"):
+        SpectralDistillation(student, pair[0], positions=("feat-up9",))
+
+
+def _save_pipeline_folder(teacher: UNet2DModel, folder: Path, prediction: str = "epsilon") -> None:
+    teacher.save_pretrained(folder / "unet")
+    DDPMScheduler(prediction_type=prediction).save_pretrained(folder / "scheduler")
+
+
+def test_teacher_from_local_folders_and_hub_cache_gives_identical_outputs(pair, tmp_path):
+    teacher = pair[0].eval()
+    x0, x_t, t, _ = batch()
+    with torch.no_grad():
+        reference = teacher(x_t, t).sample
+    teacher.save_pretrained(tmp_path / "bare")
+    _save_pipeline_folder(teacher, tmp_path / "pipe")
+    # A hub id resolves through the hub cache: lay one out by hand and load with local_files_only.
+    commit = "0123abcd" * 5
+    snapshot = tmp_path / "hub" / "models--tiny--teacher" / "snapshots" / commit
+    _save_pipeline_folder(teacher, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(commit)
+    loaded = [
+        load_teacher(tmp_path / "bare"),
+        load_teacher(tmp_path / "pipe"),
+        load_teacher("tiny/teacher", cache_dir=tmp_path / "hub", local_files_only=True),
+    ]
+    for model in loaded:
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        with torch.no_grad():
+            assert torch.equal(model(x_t, t).sample, reference)
+
+
+def test_teacher_with_other_prediction_type_or_missing_is_refused(pair, tmp_path):
+    _save_pipeline_folder(pair[0], tmp_path / "v", prediction="v_prediction")
+    with pytest.raises(ValueError, match="v_prediction"):
+        load_teacher(tmp_path / "v")
+    with pytest.raises(FileNotFoundError, match="neither a model folder nor a hub id"):
+        load_teacher(tmp_path / "missing" / "deeper")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no UNet"):
+        load_teacher(tmp_path / "empty")
+    assert json.loads((tmp_path / "v" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
