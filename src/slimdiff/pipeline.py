@@ -1,0 +1,249 @@
+"""`SlimDiffusionPipeline`: sampling from a slim (or any diffusers) UNet, with classifier-free guidance and
+trajectory stitching.
+
+One UNet step per solver step; the conditional and unconditional branches of classifier-free guidance run
+in one batched call, ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅). Stitching runs the slim model for the first fraction of the
+steps and a teacher for the rest: the coarse structure is laid down early in the reverse process and the
+detail late, so the slim model draws the layout and the teacher finishes the high frequencies.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import diffusers
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from slimdiff.models.loading import load_unet
+from slimdiff.samplers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
+
+# Any callable (sample, timestep, **conditioning) → tensor or an object with `.sample`: a torch UNet or an
+# onnxruntime session wrapper.
+Denoiser = Callable[..., object]
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def denoiser_output(model: Denoiser, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor:
+    """ε̂ (or whatever the model predicts) for the batch `x` at timestep `t`."""
+    out = model(x, t.reshape(1).expand(x.shape[0]), **conditioning)
+    return out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+
+
+def guided_output(
+    model: Denoiser,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    conditioning: dict,
+    unconditioning: dict,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """Classifier-free guidance ε̂_∅ + w (ε̂_c − ε̂_∅), both branches in one batched model call."""
+    both = {k: torch.cat([unconditioning[k], conditioning[k]]) for k in conditioning}
+    uncond, cond = denoiser_output(model, torch.cat([x, x]), t, both).chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def stitch_plan(student: Denoiser, stitch: tuple[Denoiser, float] | None, steps: int) -> list[Denoiser]:
+    """The model used at each of `steps` solver steps: the student for the first fraction, then the teacher."""
+    if stitch is None:
+        return [student] * steps
+    teacher, fraction = stitch
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"stitch fraction must lie in [0, 1], got {fraction}")
+    k = round(fraction * steps)
+    return [student] * k + [teacher] * (steps - k)
+
+
+def _channels(model: Denoiser) -> tuple[int, int]:
+    return model.config.in_channels, model.config.out_channels
+
+
+class SlimDiffusionPipeline(DiffusionPipeline):
+    """UNet + scheduler (+ optional autoencoder) → images.
+
+    `save_pretrained(folder)` writes the diffusers layout (model_index.json, unet/, scheduler/, vae/), which
+    `SlimDiffusionPipeline.from_pretrained(folder)` (or `load_pipeline`) loads back.
+    """
+
+    model_cpu_offload_seq = "unet->vae"
+    _optional_components = ["vae"]
+
+    def __init__(self, unet, scheduler: SchedulerMixin, vae=None):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
+
+    @classmethod
+    def from_pretrained(
+        cls, source: str | Path, torch_dtype: torch.dtype | None = None
+    ) -> SlimDiffusionPipeline:
+        """Load a folder written by `save_pretrained` (or a hub id holding one).
+
+        Components are loaded here rather than by diffusers, which resolves a component's class only from the
+        libraries it knows; the UNet goes through `load_unet`, the scheduler and autoencoder must be diffusers
+        classes (nothing else named in model_index.json is imported).
+        """
+        folder = Path(source) if Path(source).is_dir() else Path(cls.download(str(source)))
+        index = cls.load_config(str(folder))
+        components = {}
+        for name in ("unet", "scheduler", "vae"):
+            library, class_name = index.get(name) or (None, None)
+            if class_name is None:
+                components[name] = None
+            elif name == "unet":
+                components[name] = load_unet(folder / name, torch_dtype=torch_dtype)
+            elif library == "diffusers" and hasattr(diffusers, class_name):
+                dtype = {} if name == "scheduler" else {"torch_dtype": torch_dtype}
+                components[name] = getattr(diffusers, class_name).from_pretrained(folder / name, **dtype)
+            else:
+                raise ValueError(
+                    f"{folder}: component {name} is [{library}, {class_name}], not a diffusers class"
+                )
+        return cls(**components)
+
+    def _conditioning(
+        self,
+        batch_size: int,
+        class_labels: int | Sequence[int] | torch.Tensor | None,
+        prompt_embeds: torch.Tensor | None,
+        negative_prompt_embeds: torch.Tensor | None,
+        guidance_scale: float | None,
+    ) -> tuple[int, dict, dict | None]:
+        """(batch size, conditional kwargs, unconditional kwargs or None without guidance)."""
+        if class_labels is not None and prompt_embeds is not None:
+            raise ValueError("pass class_labels or prompt_embeds, not both")
+        if class_labels is None and prompt_embeds is None:
+            if guidance_scale is not None:
+                raise ValueError("guidance_scale needs class_labels or prompt_embeds to guide towards")
+            return batch_size, {}, None
+        if prompt_embeds is not None:
+            if guidance_scale is None:
+                return prompt_embeds.shape[0], {"encoder_hidden_states": prompt_embeds}, None
+            if negative_prompt_embeds is None:
+                raise ValueError("classifier-free guidance with prompt_embeds needs negative_prompt_embeds")
+            negative = negative_prompt_embeds.expand(prompt_embeds.shape[0], -1, -1)
+            return (
+                prompt_embeds.shape[0],
+                {"encoder_hidden_states": prompt_embeds},
+                {"encoder_hidden_states": negative},
+            )
+        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch_size)
+        if guidance_scale is None:
+            return labels.numel(), {"class_labels": labels}, None
+        null_label = getattr(self.unet.config, "num_context_classes", None)
+        if null_label is None:
+            raise ValueError(
+                "classifier-free guidance on class labels needs a model with num_context_classes"
+            )
+        if labels.min() < 0 or labels.max() >= null_label:
+            raise ValueError(f"class labels must lie in [0, {null_label - 1}], got {labels.tolist()}")
+        return labels.numel(), {"class_labels": labels}, {"class_labels": torch.full_like(labels, null_label)}
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int = 50,
+        sampler: str | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        guidance_scale: float | None = None,
+        stitch: tuple[Denoiser, float] | None = None,
+        clip_x0: bool | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Sample images.
+
+        sampler: a name from `slimdiff.samplers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler), built
+            from the stored scheduler's noise schedule; None uses the stored scheduler's class.
+        eta: DDIM's η (0 deterministic). latents: the initial noise (else drawn with `generator`).
+        class_labels / prompt_embeds (+ negative_prompt_embeds): conditioning; guidance_scale w turns on
+            classifier-free guidance (w = 1 is the conditional model, w = 0 the unconditional one).
+        stitch: (teacher, fraction) — this pipeline's UNet for the first `fraction` of the steps, the teacher
+            after; needs a single-step sampler (ddpm, ddim, euler).
+        clip_x0: clip the x0 estimate to [-1, 1]; default on in pixel space (no vae), off in latent space.
+        output_type: "pil", "np" (B, H, W, C) in [0, 1], "pt" (B, C, H, W) in [0, 1], or "latent".
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        config = dict(self.scheduler.config)
+        kind = get_sampler(sampler, config)
+        scheduler = build_scheduler(kind, config)
+        if stitch is not None:
+            if kind.keeps_model_outputs:
+                single = [s.name for s in SAMPLERS.values() if not s.keeps_model_outputs]
+                raise ValueError(
+                    f"stitching needs a sampler that keeps no previous model outputs ({', '.join(single)}); "
+                    f"{kind.name} would mix the two models' outputs in one update"
+                )
+            if _channels(stitch[0]) != _channels(self.unet):
+                raise ValueError(
+                    f"stitch teacher maps {_channels(stitch[0])} channels but the model {_channels(self.unet)}; "
+                    "both must work on the same (latent) space"
+                )
+        batch_size, conditioning, unconditioning = self._conditioning(
+            batch_size, class_labels, prompt_embeds, negative_prompt_embeds, guidance_scale
+        )
+        cfg = self.unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size,) * 2
+        shape = (batch_size, cfg.in_channels, *size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        clip = self.vae is None if clip_x0 is None else clip_x0
+        prediction_type = scheduler.config.prediction_type
+
+        scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        step_kwargs = inspect.signature(scheduler.step).parameters
+        extra = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in step_kwargs}
+        models = stitch_plan(self.unet, stitch, len(scheduler.timesteps))
+        x = latents * scheduler.init_noise_sigma
+        for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
+            x_in = scheduler.scale_model_input(x, t)
+            if unconditioning is None:
+                out = denoiser_output(models[i], x_in, t, conditioning)
+            else:
+                out = guided_output(models[i], x_in, t, conditioning, unconditioning, guidance_scale)
+            if clip:
+                out = clip_prediction(out, x_in, scheduler.alphas_cumprod[int(t)].to(x_in), prediction_type)
+            x = scheduler.step(out, t, x, **extra).prev_sample
+
+        images = x if output_type == "latent" else self.decode(x)
+        if output_type in ("np", "pil"):
+            images = images.permute(0, 2, 3, 1).float().cpu().numpy()
+        if output_type == "pil":
+            images = self.numpy_to_pil(images)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → images in [0, 1] (B, C, H, W); the autoencoder's scaling factor undoes the training scale."""
+        x = latents
+        if self.vae is not None:
+            x = self.vae.decode(latents / getattr(self.vae.config, "scaling_factor", 1.0)).sample
+        return (x / 2 + 0.5).clamp(0, 1)
+
+
+def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:
+    """A pipeline from a saved SlimDiffusionPipeline folder, or from a bare UNet folder / hub id, which gets the
+    training scheduler (DESIGN §4) and no autoencoder."""
+    path = Path(source)
+    if (path / "model_index.json").is_file():
+        index = DiffusionPipeline.load_config(str(path))
+        if index.get("_class_name") == SlimDiffusionPipeline.__name__:
+            return SlimDiffusionPipeline.from_pretrained(str(path))
+    from slimdiff.noise import training_scheduler
+
+    return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())
