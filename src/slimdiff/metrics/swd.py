@@ -15,6 +15,7 @@ Needs no network weights: the metric that always works offline.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -104,9 +105,10 @@ def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 512, seed: int = 
     for start in range(0, directions, chunk):
         d = torch.randn(a.shape[1], min(chunk, directions - start), generator=g)
         d = d / d.norm(dim=0, keepdim=True)
-        pa = (d.T @ a.T).sort(dim=1).values
-        pb = (d.T @ b.T).sort(dim=1).values
-        total += (pa - pb).abs().mean(dim=1).sum().item()
+        # numpy's vectorised sort is an order of magnitude faster than torch.sort on CPU.
+        pa = np.sort((d.T @ a.T).numpy(), axis=1)
+        pb = np.sort((d.T @ b.T).numpy(), axis=1)
+        total += float(np.abs(pa - pb).mean(axis=1).sum())
     return total / directions
 
 
