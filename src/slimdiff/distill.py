@@ -13,13 +13,16 @@ and has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from slimdiff.config import Config, ConfigError
 from slimdiff.models.loading import load_unet, locate_unet
+from slimdiff.objective import Objective
 
 POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
 DEFAULT_POSITIONS = ("output", "feat-up1")
@@ -142,7 +145,7 @@ def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
 # --- the objective -----------------------------------------------------------------------------------
 
 
-class SpectralDistillation(nn.Module):
+class SpectralDistillation(Objective):
     """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t.
 
     Only the projectors are parameters of this module; the teacher is held outside the module tree so
@@ -229,3 +232,53 @@ class SpectralDistillation(nn.Module):
             "loss_freq": loss_freq.item(),
         }
         return loss, terms
+
+
+# --- configuration -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillSection:
+    teacher: str | None = None  # slimdiff run/model folder, local diffusers folder or hub id
+    positions: tuple[str, ...] = DEFAULT_POSITIONS  # output, feat-up1, feat-up2, feat-down4
+    lambda_spatial: float = 0.1  # λ_s; 0 switches the spatial term off
+    lambda_freq: float = 0.1  # λ_f; 0 switches the frequency term off
+    alpha: float = -1.0  # α: exponent of the clean spectrum in ω (< 0 lifts high frequencies)
+    delta: float = 1e-3  # δ: keeps ω finite where the spectrum vanishes
+
+    def __post_init__(self):
+        unknown = [p for p in self.positions if p not in POSITIONS]
+        if unknown or not self.positions:
+            raise ConfigError(
+                f"distill.positions {list(self.positions)} must be taken from {', '.join(POSITIONS)}"
+            )
+        for name in ("lambda_spatial", "lambda_freq"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"distill.{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.delta <= 0:
+            raise ConfigError(f"distill.delta must be positive, got {self.delta}")
+
+
+@dataclass
+class DistillConfig(Config):
+    distill: DistillSection = field(default_factory=DistillSection)
+
+
+def make_objective(section: DistillSection, teacher: nn.Module):
+    """The `make_objective(unet)` the training loop calls on the bare student before wrapping it."""
+
+    def build(student: nn.Module) -> SpectralDistillation:
+        try:
+            return SpectralDistillation(
+                student,
+                teacher,
+                positions=section.positions,
+                lambda_spatial=section.lambda_spatial,
+                lambda_freq=section.lambda_freq,
+                alpha=section.alpha,
+                delta=section.delta,
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    return build

@@ -1,0 +1,42 @@
+"""What every benchmark result records: the command, the machine, the date."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def describe_machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
+        ]
+        cpu = names[0] if names else cpu
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.machine()}"
+    )
+
+
+def write_result(name: str, body: str, machine: str | None = None) -> Path:
+    """Write benchmarks/results/<name>.md with the exact command, the machine and the date."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks." + name + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    header = (
+        f"# {name}\n\n"
+        f"- command: `{command}`\n"
+        f"- machine: {machine or describe_machine()}\n"
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
+    )
+    path = RESULTS / f"{name}.md"
+    path.write_text(header + body.rstrip() + "\n")
+    return path
