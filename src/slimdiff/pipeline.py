@@ -77,9 +77,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
 
     @classmethod
-    def from_pretrained(
-        cls, source: str | Path, torch_dtype: torch.dtype | None = None
-    ) -> SlimDiffusionPipeline:
+    def from_pretrained(cls, source: str | Path) -> SlimDiffusionPipeline:
         """Load a folder written by `save_pretrained` (or a hub id holding one).
 
         Components are loaded here rather than by diffusers, which resolves a component's class only from the
@@ -94,10 +92,9 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             if class_name is None:
                 components[name] = None
             elif name == "unet":
-                components[name] = load_unet(folder / name, torch_dtype=torch_dtype)
+                components[name] = load_unet(folder / name)
             elif library == "diffusers" and hasattr(diffusers, class_name):
-                dtype = {} if name == "scheduler" else {"torch_dtype": torch_dtype}
-                components[name] = getattr(diffusers, class_name).from_pretrained(folder / name, **dtype)
+                components[name] = getattr(diffusers, class_name).from_pretrained(folder / name)
             else:
                 raise ValueError(
                     f"{folder}: component {name} is [{library}, {class_name}], not a diffusers class"
@@ -130,18 +127,21 @@ class SlimDiffusionPipeline(DiffusionPipeline):
                 {"encoder_hidden_states": prompt_embeds},
                 {"encoder_hidden_states": negative},
             )
+        null_label = getattr(self.unet.config, "num_context_classes", None)
+        classes = null_label or getattr(self.unet.config, "num_class_embeds", None)
+        if classes is None:
+            raise ValueError("class_labels given, but this model is not class-conditional")
         labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(f"class labels must lie in [0, {classes - 1}], got {labels.tolist()}")
         if labels.numel() == 1:
             labels = labels.expand(batch_size)
         if guidance_scale is None:
             return labels.numel(), {"class_labels": labels}, None
-        null_label = getattr(self.unet.config, "num_context_classes", None)
         if null_label is None:
             raise ValueError(
                 "classifier-free guidance on class labels needs a model with num_context_classes"
             )
-        if labels.min() < 0 or labels.max() >= null_label:
-            raise ValueError(f"class labels must lie in [0, {null_label - 1}], got {labels.tolist()}")
         return labels.numel(), {"class_labels": labels}, {"class_labels": torch.full_like(labels, null_label)}
 
     @torch.no_grad()
@@ -237,13 +237,14 @@ class SlimDiffusionPipeline(DiffusionPipeline):
 
 
 def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:
-    """A pipeline from a saved SlimDiffusionPipeline folder, or from a bare UNet folder / hub id, which gets the
-    training scheduler (DESIGN §4) and no autoencoder."""
+    """The pipeline in `source`: a saved SlimDiffusionPipeline folder, a slimdiff run folder (its `model/`), or
+    a bare UNet folder / hub id, which gets the training scheduler (DESIGN §4) and no autoencoder."""
     path = Path(source)
-    if (path / "model_index.json").is_file():
-        index = DiffusionPipeline.load_config(str(path))
-        if index.get("_class_name") == SlimDiffusionPipeline.__name__:
-            return SlimDiffusionPipeline.from_pretrained(str(path))
+    for folder in (path, path / "model"):
+        if (folder / "model_index.json").is_file():
+            index = DiffusionPipeline.load_config(str(folder))
+            if index.get("_class_name") == SlimDiffusionPipeline.__name__:
+                return SlimDiffusionPipeline.from_pretrained(folder)
     from slimdiff.noise import training_scheduler
 
     return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())

@@ -1,0 +1,156 @@
+"""`slimdiff sample MODEL`: numbered PNGs, a grid and the resolved config in `--out`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import typer
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from slimdiff.cli.app import app, console, fail
+from slimdiff.samplers import SAMPLERS
+
+SCHEDULER_HELP = "solver: " + ", ".join(SAMPLERS) + " (see README, Picking a solver)"
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Create `out`; refuse a non-empty folder unless `overwrite` (then its old PNGs are replaced)."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        fail(f"--out {out} is not empty; pick a new folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+
+
+def load_or_fail(model: str, onnx: bool):
+    """The pipeline for `model`, its UNet steps run by onnxruntime when `onnx`."""
+    from slimdiff.pipeline import SlimDiffusionPipeline, load_pipeline
+
+    try:
+        pipe = load_pipeline(model)
+    except (OSError, ValueError) as error:
+        fail(f"cannot load {model}: {error}")
+    if onnx:
+        from slimdiff.export import ONNX_FILE, OnnxUNet
+
+        path = Path(model) / "unet" / ONNX_FILE
+        if not path.is_file():
+            fail(f"{path} does not exist; run `slimdiff export {model} --to onnx --out DIR`, then sample DIR")
+        pipe = SlimDiffusionPipeline(
+            unet=OnnxUNet(path, pipe.unet.config), scheduler=pipe.scheduler, vae=pipe.vae
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@app.command()
+def sample(
+    model: str = typer.Argument(..., help="pipeline folder, run folder, UNet folder or hub id"),
+    out: Path = typer.Option(..., "--out", help="folder for the PNGs, grid.png and sample.json"),
+    scheduler: str = typer.Option("dpm++", "--scheduler", help=SCHEDULER_HELP),
+    steps: int = typer.Option(20, "--steps", min=1, max=1000, help="solver steps"),
+    num_images: int = typer.Option(16, "-n", "--num-images", min=1, max=100_000, help="images to draw"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=1024, help="images per UNet call"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of the initial noise and of stochastic solvers"),
+    eta: float = typer.Option(0.0, "--eta", min=0.0, max=1.0, help="DDIM η (0 = deterministic)"),
+    label: int | None = typer.Option(None, "--label", min=0, help="class label (class-conditional models)"),
+    guidance: float | None = typer.Option(
+        None, "--guidance", min=0.0, max=50.0, help="classifier-free guidance scale w (needs --label)"
+    ),
+    stitch_teacher: str | None = typer.Option(
+        None, "--stitch-teacher", help="teacher UNet for the late steps (trajectory stitching)"
+    ),
+    stitch_fraction: float = typer.Option(
+        0.5,
+        "--stitch-fraction",
+        min=0.0,
+        max=1.0,
+        help="fraction of the steps run by MODEL before the teacher",
+    ),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="run the UNet steps with onnxruntime (MODEL/unet/model.onnx)"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
+) -> None:
+    """Draw images from a model with any diffusers solver, optional guidance and stitching."""
+    from slimdiff.images import save_grid, to_uint8
+
+    if scheduler not in SAMPLERS:
+        fail(f"unknown --scheduler {scheduler!r}; valid: {', '.join(SAMPLERS)}")
+    if stitch_teacher is not None and SAMPLERS[scheduler].keeps_model_outputs:
+        single = ", ".join(s.name for s in SAMPLERS.values() if not s.keeps_model_outputs)
+        fail(
+            f"--stitch-teacher needs a single-step --scheduler ({single}); {scheduler} keeps past model outputs"
+        )
+    if guidance is not None and label is None:
+        fail("--guidance needs --label (the class to guide towards)")
+    pipe = load_or_fail(model, onnx)
+    stitch = None
+    if stitch_teacher is not None:
+        from slimdiff.models.loading import load_unet
+
+        try:
+            stitch = (load_unet(stitch_teacher).eval(), stitch_fraction)
+        except (OSError, ValueError) as error:
+            fail(f"cannot load --stitch-teacher {stitch_teacher}: {error}")
+    prepare_out(out, overwrite)
+    config = {
+        "model": model,
+        "scheduler": scheduler,
+        "steps": steps,
+        "num_images": num_images,
+        "batch_size": batch_size,
+        "seed": seed,
+        "eta": eta,
+        "label": label,
+        "guidance": guidance,
+        "stitch_teacher": stitch_teacher,
+        "stitch_fraction": stitch_fraction if stitch_teacher else None,
+        "onnx": onnx,
+        "noise_schedule": dict(pipe.scheduler.config),
+    }
+    (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
+
+    # All initial noise is drawn up front, so image i is the same whatever the batch size.
+    cfg = pipe.unet.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size,) * 2
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(num_images, cfg.in_channels, *size, generator=generator)
+    images = []
+    start = time.perf_counter()
+    columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("sampling", total=num_images)
+        for first in range(0, num_images, batch_size):
+            latents = noise[first : first + batch_size]
+            try:
+                batch = pipe(
+                    batch_size=len(latents),
+                    num_inference_steps=steps,
+                    sampler=scheduler,
+                    eta=eta,
+                    generator=generator,
+                    latents=latents,
+                    class_labels=label,
+                    guidance_scale=guidance,
+                    stitch=stitch,
+                    output_type="pt",
+                ).images
+            except ValueError as error:
+                fail(str(error))
+            # Written batch by batch: an interrupted run keeps what it drew.
+            for i, pixels in enumerate(to_uint8(batch * 2 - 1)):
+                Image.fromarray(pixels).save(out / f"{first + i:06d}.png")
+            images.append(batch)
+            progress.advance(task, len(latents))
+    seconds = time.perf_counter() - start
+    save_grid(torch.cat(images)[:256] * 2 - 1, out / "grid.png")
+    config["seconds"] = round(seconds, 3)
+    (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
+    console.print(f"{num_images} images in {seconds:.1f} s → {out} (grid.png, sample.json)")
