@@ -6,8 +6,6 @@ from slimdiff.cli import distill  # noqa: F401
 from slimdiff.cli import eval  # noqa: F401
 from slimdiff.cli import sample  # noqa: F401
 from slimdiff.cli import export  # noqa: F401
-from slimdiff.cli import sample  # noqa: F401
-from slimdiff.cli import export  # noqa: F401
 from slimdiff.cli.app import app
 
 __all__ = ["app"]
