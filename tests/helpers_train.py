@@ -22,3 +22,28 @@ def make_image_folder(root: Path, bad: bool = True) -> Path:
         (root / "truncated.png").write_bytes(data[: len(data) // 2])
         (root / "not-an-image.jpg").write_text("this is text, not a JPEG")
     return root
+
+
+# A UNet small enough that a training step takes milliseconds: two levels, 8/16 channels, one layer per block.
+MICRO_MODEL = {
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1,
+    "attention_head_dim": 8,
+    "norm_num_groups": 4,
+}
+
+
+def micro_config(run_dir: Path, *, steps: int = 4, every: int = 2, **sections) -> dict:
+    """A config mapping for a fast pixel-space run on built-in textures at 16×16."""
+    config = {
+        "model": "tiny-lite",
+        "model_overrides": dict(MICRO_MODEL),
+        "data": {"source": "builtin:textures", "size": 16, "length": 64},
+        "train": {"steps": steps, "batch_size": 4, "warmup_steps": 2, "base_lr": 1e-4},
+        "run": {"dir": str(run_dir), "checkpoint_every": every, "sample_every": 0, "log_every": 1},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
+    return config

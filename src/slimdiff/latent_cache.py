@@ -1,0 +1,90 @@
+"""Latents encoded once and kept on disk as safetensors shards, keyed by a fingerprint of everything that
+shapes them (data source, image size, crop seed, autoencoder weights and scale), so a stale cache is never
+used: change any of them and the key, hence the folder, changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from slimdiff.autoencoders import Autoencoder
+
+SHARD_SIZE = 4096  # latents per shard file
+
+
+def source_fingerprint(source: str, size: int, seed: int, length: int | None, image_column: str) -> str:
+    """A digest of a data source as `make_dataset` would read it; local files count by path, size and mtime."""
+    digest = hashlib.sha256(json.dumps([source, size, seed, length, image_column]).encode())
+    path = Path(source).expanduser()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = file.stat()
+            digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+class LatentDataset(Dataset):
+    """Latents held in memory, one (C, h, w) tensor per item."""
+
+    def __init__(self, latents: torch.Tensor):
+        self.latents = latents
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.latents[index]
+
+
+def cached_latents(
+    images: Dataset,
+    autoencoder: Autoencoder,
+    cache_root: Path,
+    source_key: str,
+    *,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[LatentDataset, Path]:
+    """The latents of every image in `images`, from `cache_root/<key>/` if a complete cache with this exact
+    key exists, else encoded now and written there (atomically: a half-written cache is never found)."""
+    key = hashlib.sha256(f"{source_key}:{autoencoder.fingerprint()}".encode()).hexdigest()
+    folder = Path(cache_root) / key[:24]
+    index_file = folder / "index.json"
+    if index_file.is_file() and json.loads(index_file.read_text()).get("key") == key:
+        index = json.loads(index_file.read_text())
+        shards = [load_file(folder / name)["latents"] for name in index["shards"]]
+        return LatentDataset(torch.cat(shards)), folder
+    from tqdm.auto import tqdm
+
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    autoencoder.to(device)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False)
+    encoded, shards, pending = [], [], 0
+    for batch in tqdm(loader, desc="encoding latents", disable=not progress):
+        encoded.append(autoencoder.encode(batch.to(device)).cpu())
+        pending += batch.shape[0]
+        if pending >= SHARD_SIZE:
+            shards.append(_write_shard(tmp, len(shards), torch.cat(encoded)))
+            encoded, pending = [], 0
+    if encoded:
+        shards.append(_write_shard(tmp, len(shards), torch.cat(encoded)))
+    (tmp / "index.json").write_text(json.dumps({"key": key, "count": len(images), "shards": shards}))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return LatentDataset(torch.cat([load_file(folder / name)["latents"] for name in shards])), folder
+
+
+def _write_shard(folder: Path, number: int, latents: torch.Tensor) -> str:
+    name = f"shard-{number:05d}.safetensors"
+    save_file({"latents": latents.contiguous()}, folder / name)
+    return name
