@@ -1,0 +1,125 @@
+"""Parameter and MAC counting against closed forms and ptflops; steps/s against a model of known speed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from helpers_models import macs_by_kind, on_meta, small_condition_unet, small_unet, unet_inputs
+from ptflops import get_model_complexity_info
+from torch import nn
+
+from slimdiff.metrics.complexity import count_macs, count_params, steps_per_second
+from slimdiff.models.presets import get_preset
+
+# count_macs counts the attention matmuls only where diffusers exposes `attn_processors`
+# (UNet2DConditionModel); a UNet2DModel or a bare Attention layer runs the fused CPU kernel, which
+# FlopCounterMode does not see. These tests state the intended behaviour and fail loudly once it is fixed.
+ATTENTION_NOT_COUNTED = pytest.mark.xfail(
+    strict=True, reason="count_macs misses scaled_dot_product_attention outside UNet2DConditionModel"
+)
+
+
+def test_conv_macs_closed_form():
+    conv = nn.Conv2d(4, 8, 3, padding=1)
+    # every output value: C_in · k² multiply-adds
+    assert count_macs(conv, {"input": torch.randn(2, 4, 10, 12)}) == 2 * 8 * 10 * 12 * 4 * 3 * 3
+    strided = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    assert count_macs(strided, {"input": torch.randn(1, 4, 10, 12)}) == 6 * 5 * 6 * 4 * 3 * 3
+
+
+def test_linear_macs_closed_form():
+    assert count_macs(nn.Linear(16, 32), {"input": torch.randn(3, 5, 16)}) == 3 * 5 * 16 * 32
+
+
+def _attention_closed_form(batch: int, tokens: int, dim: int, heads: int, head_dim: int) -> int:
+    inner = heads * head_dim
+    projections = 4 * batch * tokens * dim * inner  # q, k, v and out
+    return projections + 2 * batch * heads * tokens * tokens * head_dim  # QKᵀ and AV
+
+
+@ATTENTION_NOT_COUNTED
+def test_attention_macs_closed_form():
+    layer = Attention(query_dim=32, heads=4, dim_head=8)
+    macs = count_macs(layer, {"hidden_states": torch.randn(2, 10, 32)})
+    assert macs == _attention_closed_form(2, 10, 32, 4, 8)
+
+
+def test_condition_model_counts_attention_matmuls():
+    model = small_condition_unet()
+    inputs = unet_inputs(model, batch=1)
+    with torch.device("meta"):
+        meta = small_condition_unet()
+    conv_linear, attention = macs_by_kind(meta, {k: v.to("meta") for k, v in inputs.items()})
+    assert attention > 0
+    assert count_macs(model, inputs) == conv_linear + attention
+
+
+@ATTENTION_NOT_COUNTED
+def test_unconditional_model_counts_attention_matmuls():
+    model = small_unet()
+    inputs = unet_inputs(model, batch=1)
+    with torch.device("meta"):
+        meta = small_unet()
+    assert count_macs(model, inputs) == sum(macs_by_kind(meta, {k: v.to("meta") for k, v in inputs.items()}))
+
+
+def test_count_macs_restores_the_attention_processors():
+    model = small_condition_unet()
+    model.set_attn_processor(AttnProcessor2_0())
+    count_macs(model, unet_inputs(model, batch=1))
+    assert all(isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values())
+
+
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-lite"])
+def test_macs_agree_with_ptflops(name):
+    preset = get_preset(name)
+    torch.manual_seed(0)
+    model = preset.build().eval()
+    ours = count_macs(model, preset.example_inputs(1))
+    theirs, params = get_model_complexity_info(
+        model,
+        (3, 32, 32),
+        input_constructor=lambda _: preset.example_inputs(1),
+        as_strings=False,
+        backend="aten",
+        print_per_layer_stat=False,
+    )
+    assert params == count_params(model)
+    # ptflops also counts bias additions; the rest is the same convs and matmuls.
+    assert ours == pytest.approx(theirs, rel=0.02)
+
+
+def test_macs_scale_with_the_batch():
+    model, inputs = on_meta(get_preset("tiny-sd"))
+    _, inputs4 = on_meta(get_preset("tiny-sd"), batch=4)
+    assert count_macs(model, inputs4) == 4 * count_macs(model, inputs)
+
+
+def test_count_params_closed_form():
+    assert count_params(nn.Conv2d(4, 8, 3)) == 8 * 4 * 9 + 8
+    assert count_params(nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2, bias=False))) == 3 * 5 + 5 + 5 * 2
+
+
+class _Sleeper(nn.Module):
+    """A "model" whose step takes at least `seconds`."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.calls = 0
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return sample
+
+
+def test_steps_per_second_of_a_model_of_known_speed():
+    model = _Sleeper(0.02)
+    speed = steps_per_second(model, {"sample": torch.zeros(1)}, min_seconds=0.2, warmup=2)
+    assert 10 < speed <= 50  # sleep guarantees ≥ 20 ms a step; the lower bound leaves room for a busy machine
+    assert model.calls >= 2 + 0.2 * speed - 1
+    assert not model.training
