@@ -1,0 +1,41 @@
+"""`slimdiff demo`: tiny teacher → distilled SD student → samples, metrics and a report, on built-in data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimdiff.cli.app import app, console, fail
+
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("outputs/demo"), "--out", help="folder for the runs and the report"),
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="use this teacher (model folder or hub id) instead of the shipped tiny one"
+    ),
+    teacher_steps: int = typer.Option(
+        1500, min=1, max=1_000_000, help="steps, when a teacher is trained here"
+    ),
+    student_steps: int = typer.Option(800, min=1, max=1_000_000, help="distillation steps for the student"),
+    baseline: bool = typer.Option(True, help="also train the student without a teacher, for comparison"),
+    samples: int = typer.Option(256, min=8, max=50_000, help="images sampled per model for the metrics"),
+    sample_steps: int = typer.Option(50, min=1, max=1000, help="DDIM steps per sample"),
+    seed: int = typer.Option(0, min=0, help="seed for sampling noise and evaluation data"),
+) -> None:
+    """Run the whole method on built-in textures: distil a slim student and report what it keeps."""
+    from slimdiff.config import ConfigError
+    from slimdiff.data import DataError
+    from slimdiff.demo import DemoSettings, run_demo
+    from slimdiff.train import TrainingError
+
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; give a folder")
+    settings = DemoSettings(
+        out, teacher, teacher_steps, student_steps, baseline, samples, "ddim", sample_steps, seed
+    )
+    try:
+        run_demo(settings, console)
+    except (ConfigError, DataError, TrainingError, OSError) as error:
+        fail(str(error))
