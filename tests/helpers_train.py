@@ -47,3 +47,41 @@ def micro_config(run_dir: Path, *, steps: int = 4, every: int = 2, **sections) -
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
     return config
+
+
+def tiny_vq(latent_channels: int = 3):
+    """A randomly initialised f4 VQModel with a few hundred weights."""
+    from diffusers import VQModel
+
+    torch_seed(0)
+    return VQModel(
+        block_out_channels=(8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=latent_channels,
+        vq_embed_dim=latent_channels,
+        num_vq_embeddings=16,
+        norm_num_groups=4,
+        layers_per_block=1,
+    )
+
+
+def tiny_kl():
+    """A randomly initialised f8 AutoencoderKL with 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    torch_seed(0)
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+    )
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)

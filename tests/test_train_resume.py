@@ -18,7 +18,7 @@ from slimdiff.checkpoint import list_checkpoints
 from slimdiff.config import Config, from_dict
 from slimdiff.train import train
 
-N = 5  # checkpoint interval; the straight run trains 2N steps
+N = 3  # checkpoint interval; the straight run trains 2N steps
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

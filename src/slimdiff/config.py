@@ -187,6 +187,11 @@ def _coerce(value, hint, where: str):
             f"{where} must be an integer, got {value!r}",
         )
     elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         _check(
             isinstance(value, (int, float)) and not isinstance(value, bool),
             f"{where} must be a number, got {value!r}",

@@ -1,0 +1,181 @@
+"""The training loop: run folder, bad data, signals, NaN, objectives with parameters, latent space."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+import yaml
+from helpers_train import make_image_folder, micro_config, tiny_vq
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from slimdiff.checkpoint import list_checkpoints, resolve_checkpoint
+from slimdiff.cli import app
+from slimdiff.config import Config, from_dict
+from slimdiff.models.loading import load_unet
+from slimdiff.noise import NOISE_SCHEDULE
+from slimdiff.objective import EpsilonObjective, Objective
+from slimdiff.train import StepSampler, TrainingError, train
+
+
+class ScaledObjective(Objective):
+    """ε-loss plus (w − 1)² with a trainable scalar w; can raise a signal or return NaN at a given call."""
+
+    def __init__(self, signal_at: int = 0, nan_at: int = 0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.eps = EpsilonObjective()
+        self.calls, self.signal_at, self.nan_at = 0, signal_at, nan_at
+        self.first_w = None
+
+    def forward(self, unet, x0, x_t, t, noise):
+        self.calls += 1
+        if self.first_w is None:
+            self.first_w = float(self.w.detach())
+        if self.calls == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        loss, terms = self.eps(unet, x0, x_t, t, noise)
+        loss = loss + (self.w - 1) ** 2
+        if self.calls == self.nan_at:
+            loss = loss * float("nan")
+        return loss, {**terms, "w": self.w.detach()}
+
+
+def test_run_folder_layout_schedule_and_model(tmp_path):
+    run = tmp_path / "run"
+    mapping = micro_config(
+        run,
+        steps=4,
+        every=1,
+        run={"sample_every": 4, "sample_count": 4, "sample_steps": 2, "keep_checkpoints": 2},
+    )
+    config = from_dict(Config, mapping)
+    train(config, progress=False)
+
+    assert from_dict(Config, yaml.safe_load((run / "config.yaml").read_text())) == config
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000003", "step-00000004"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    # lr = base_lr × total batch, warm-up over 2 steps, then linear decay to 0 at step 4: lr(3) = lr_max / 2.
+    meta = json.loads((run / "checkpoints" / "step-00000003" / "optimizer.json").read_text())
+    assert meta["param_groups"][0]["lr"] == pytest.approx(1e-4 * 4 / 2)
+    assert Image.open(run / "samples" / "step-00000004.png").size == (32, 32)  # 2 × 2 grid of 16 px
+    assert list((run / "logs" / "train").glob("events.out.tfevents*"))
+
+    unet = load_unet(run / "model")
+    ema = load_file(run / "checkpoints" / "step-00000004" / "ema" / "diffusion_pytorch_model.safetensors")
+    for name, p in unet.state_dict().items():
+        assert torch.equal(p, ema[name]), name
+    from slimdiff.pipeline import SlimDiffusionPipeline
+
+    pipe = SlimDiffusionPipeline.from_pretrained(str(run / "model"))
+    assert pipe.vae is None
+    assert {k: pipe.scheduler.config[k] for k in NOISE_SCHEDULE} == NOISE_SCHEDULE
+    images = pipe(batch_size=1, num_inference_steps=2, output_type="pt").images
+    assert images.shape == (1, 3, 16, 16)
+
+
+def test_bad_images_are_skipped_and_counted_or_fail_under_strict(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs")
+    run = tmp_path / "run"
+    mapping = micro_config(run, steps=1, every=1, data={"source": str(folder), "length": None})
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        train(from_dict(Config, mapping), progress=False)
+    assert "skipped 2 unreadable image(s)" in (run / "logs" / "run.log").read_text()
+    assert (run / "model" / "unet").is_dir()
+
+    strict = micro_config(
+        tmp_path / "strict", steps=1, every=1, data={"source": str(folder), "length": None, "strict": True}
+    )
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "strict.yaml")])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+    assert "not-an-image.jpg" in result.output and "strict: true" in result.output
+    assert not (tmp_path / "strict" / "config.yaml").exists()
+
+
+def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path):
+    run = tmp_path / "run"
+    config = from_dict(Config, micro_config(run, steps=4, every=100))
+    first = ScaledObjective(signal_at=2)
+    train(config, make_objective=lambda unet: first, progress=False)
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000002"]
+    assert not (run / "model").exists()
+    saved_w = load_file(run / "checkpoints" / "step-00000002" / "objective.safetensors")["w"]
+    assert float(saved_w) == pytest.approx(float(first.w)) and float(saved_w) > 0  # w was trained
+
+    with pytest.raises(TrainingError, match="already holds checkpoints; pass --resume latest"):
+        train(config, progress=False)
+    second = ScaledObjective()
+    train(config, make_objective=lambda unet: second, resume="latest", progress=False)
+    assert second.first_w == pytest.approx(float(saved_w))  # restored before the first resumed step
+    assert second.calls == 2
+    assert (run / "model" / "unet").is_dir()
+    with pytest.raises(TrainingError, match="trains"):
+        train(config, resume="latest", progress=False)  # ε objective cannot take w
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    config = from_dict(Config, micro_config(run, steps=4, every=2))
+    with pytest.raises(TrainingError, match="NaN/Inf at step 3.*last good checkpoint is intact"):
+        train(config, make_objective=lambda unet: ScaledObjective(nan_at=3), progress=False)
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000002"]
+    assert resolve_checkpoint(run, "latest").name == "step-00000002"
+
+
+def test_half_written_checkpoints_are_ignored(tmp_path):
+    folder = tmp_path / "checkpoints"
+    (folder / "step-00000002").mkdir(parents=True)
+    (folder / "step-00000002" / "state.json").write_text("{}")
+    (folder / "step-00000009").mkdir()  # crashed before state.json
+    (folder / ".tmp-step-00000010").mkdir()  # crashed before the rename
+    assert [p.name for p in list_checkpoints(folder)] == ["step-00000002"]
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        resolve_checkpoint(tmp_path, str(folder / "step-00000009"))
+
+
+def test_step_sampler_covers_each_epoch_once_across_processes():
+    length, batch, processes = 10, 3, 2
+    streams = [
+        iter(StepSampler(length, batch, seed=0, process=r, processes=processes)) for r in range(processes)
+    ]
+    seen = [i for _ in range(5) for s in streams for i in next(s)]  # 5 steps × 2 processes × 3 = 3 epochs
+    for epoch in range(3):
+        assert sorted(seen[epoch * length : (epoch + 1) * length]) == list(range(length))
+    resumed = iter(StepSampler(length, batch, seed=0, process=1, processes=processes, start=3))
+    fresh = iter(StepSampler(length, batch, seed=0, process=1, processes=processes))
+    assert next(resumed) == [next(fresh) for _ in range(4)][-1]
+
+
+def test_latent_space_run_with_cache_exports_vae(tmp_path):
+    tiny_vq().save_pretrained(tmp_path / "vq")
+    run = tmp_path / "run"
+    mapping = micro_config(
+        run,
+        steps=1,
+        every=1,
+        data={"size": 32, "length": 8},
+        autoencoder={"kind": "vq", "source": str(tmp_path / "vq"), "scaling_factor": 0.7, "cache": True},
+    )
+    train(from_dict(Config, mapping), progress=False)
+    assert len(list((tmp_path / ".latent-cache").iterdir())) == 1
+    from slimdiff.pipeline import SlimDiffusionPipeline
+
+    pipe = SlimDiffusionPipeline.from_pretrained(str(run / "model"))
+    assert pipe.unet.config.sample_size == 8 and pipe.vae.config.scaling_factor == 0.7
+    assert pipe(batch_size=1, num_inference_steps=1, output_type="pt").images.shape == (1, 3, 32, 32)
+    with pytest.raises(TrainingError, match="set model_overrides: {in_channels: 4, out_channels: 4}"):
+        tiny_kl_dir = tmp_path / "kl"
+        from helpers_train import tiny_kl
+
+        tiny_kl().save_pretrained(tiny_kl_dir)
+        bad = micro_config(
+            tmp_path / "bad", data={"size": 32}, autoencoder={"kind": "kl", "source": str(tiny_kl_dir)}
+        )
+        train(from_dict(Config, bad), progress=False)
