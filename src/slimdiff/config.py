@@ -8,6 +8,7 @@ range-checked. A command that needs more settings subclasses `Config` and adds o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -188,10 +189,8 @@ def _coerce(value, hint, where: str):
         )
     elif hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         _check(
             isinstance(value, (int, float)) and not isinstance(value, bool),
             f"{where} must be a number, got {value!r}",
