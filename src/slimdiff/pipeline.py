@@ -128,7 +128,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
                 {"encoder_hidden_states": negative},
             )
         null_label = getattr(self.unet.config, "num_context_classes", None)
-        classes = null_label or getattr(self.unet.config, "num_class_embeds", None)
+        # A class-context table has K + 1 rows; the last one, label K, is "no class".
+        classes = null_label + 1 if null_label else getattr(self.unet.config, "num_class_embeds", None)
         if classes is None:
             raise ValueError("class_labels given, but this model is not class-conditional")
         labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
@@ -178,9 +179,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        config = dict(self.scheduler.config)
-        kind = get_sampler(sampler, config)
-        scheduler = build_scheduler(kind, config)
+        kind = get_sampler(sampler, self.scheduler)
+        scheduler = build_scheduler(kind, dict(self.scheduler.config))
         if stitch is not None:
             if kind.keeps_model_outputs:
                 single = [s.name for s in SAMPLERS.values() if not s.keeps_model_outputs]

@@ -61,15 +61,15 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 
-def get_sampler(name: str | None, config: dict | None = None) -> Sampler:
-    """The sampler called `name`; None means the class of the scheduler stored in `config`."""
+def get_sampler(name: str | None, stored: SchedulerMixin | None = None) -> Sampler:
+    """The sampler called `name`; None means the kind of the `stored` scheduler."""
     if name is None:
-        stored = (config or {}).get("_class_name")
         for sampler in SAMPLERS.values():
-            if sampler.scheduler_class.__name__ == stored:
+            if type(stored) is sampler.scheduler_class:
                 return sampler
         raise ValueError(
-            f"stored scheduler {stored!r} is not one slimdiff samples with; pick one of {', '.join(SAMPLERS)}"
+            f"stored scheduler {type(stored).__name__} is not one slimdiff samples with; "
+            f"pick one of {', '.join(SAMPLERS)}"
         )
     try:
         return SAMPLERS[name]
