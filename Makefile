@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/slimdiff profile all
+	$(BIN)/slimdiff demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
