@@ -72,7 +72,10 @@ def test_overrides_and_yaml_round_trip(tmp_path):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    # distill-*.yaml files hold the distillation section and are checked by the distillation tests.
+    configs = sorted(
+        p for p in (Path(__file__).parents[1] / "configs").glob("*.yaml") if not p.name.startswith("distill")
+    )
     assert any(p.name == "tiny.yaml" for p in configs)
     for path in configs:
         load_config(path)

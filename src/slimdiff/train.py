@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import time
 import warnings
@@ -227,6 +228,9 @@ def train(
         )
 
     accelerator = Accelerator(
+        # Launched as several processes on a machine without GPUs (torchrun / accelerate launch --multi_gpu):
+        # accelerate only sets up gloo across CPU processes when told to stay on the CPU.
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         mixed_precision=tc.mixed_precision,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
