@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+from helpers_pipeline import single_thread, tiny_condition_unet, tiny_pipeline, tiny_unet  # noqa: F401
+from PIL import Image
+from typer.testing import CliRunner
+
+from slimdiff.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tiny_pipeline(tiny_unet(seed=1)).save_pretrained(root / "student")
+    tiny_unet(seed=2, width=16, slim=False).save_pretrained(root / "teacher")
+    tiny_pipeline(tiny_condition_unet()).save_pretrained(root / "classes")
+    return root
+
+
+def _sample(model, out, *args):
+    return runner.invoke(app, ["sample", str(model), "--out", str(out), "--steps", "3", *args])
+
+
+def _pngs(folder, n):
+    return [np.asarray(Image.open(folder / f"{i:06d}.png")) for i in range(n)]
+
+
+def test_sample_writes_numbered_pngs_a_grid_and_the_config(models, tmp_path):
+    result = _sample(
+        models / "student", tmp_path / "s", "-n", "5", "--batch-size", "2", "--scheduler", "unipc"
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "s").glob("0*.png")) == [f"{i:06d}.png" for i in range(5)]
+    assert Image.open(tmp_path / "s" / "000004.png").size == (8, 8)
+    assert Image.open(tmp_path / "s" / "grid.png").size[0] > 8 * 2
+    config = json.loads((tmp_path / "s" / "sample.json").read_text())
+    assert config["scheduler"] == "unipc" and config["num_images"] == 5 and config["seconds"] > 0
+    assert config["noise_schedule"]["beta_schedule"] == "scaled_linear"
+
+
+def test_images_do_not_depend_on_the_batch_size(models, tmp_path):
+    for batch in ("1", "3"):
+        result = _sample(
+            models / "student", tmp_path / batch, "-n", "3", "--batch-size", batch, "--scheduler", "ddim"
+        )
+        assert result.exit_code == 0, result.output
+    for a, b in zip(_pngs(tmp_path / "1", 3), _pngs(tmp_path / "3", 3), strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_refuses_a_non_empty_folder_without_overwrite(models, tmp_path):
+    assert _sample(models / "student", tmp_path / "s", "-n", "1").exit_code == 0
+    again = _sample(models / "student", tmp_path / "s", "-n", "1")
+    assert again.exit_code == 2 and "not empty" in again.output and "--overwrite" in again.output
+    assert _sample(models / "student", tmp_path / "s", "-n", "1", "--overwrite").exit_code == 0
+
+
+def test_stitching_from_the_command_line(models, tmp_path):
+    common = ["-n", "2", "--scheduler", "ddim"]
+    teacher = ["--stitch-teacher", str(models / "teacher")]
+    runs = {
+        "student": _sample(models / "student", tmp_path / "student", *common),
+        "teacher": _sample(models / "teacher", tmp_path / "teacher", *common),
+        "stitch0": _sample(
+            models / "student", tmp_path / "stitch0", *common, *teacher, "--stitch-fraction", "0"
+        ),
+    }
+    assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    for a, b in zip(_pngs(tmp_path / "stitch0", 2), _pngs(tmp_path / "teacher", 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    config = json.loads((tmp_path / "stitch0" / "sample.json").read_text())
+    assert config["stitch_fraction"] == 0.0 and config["stitch_teacher"].endswith("teacher")
+
+
+def test_class_conditional_sampling_with_guidance(models, tmp_path):
+    result = _sample(models / "classes", tmp_path / "g", "-n", "2", "--label", "3", "--guidance", "2.5")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "g" / "sample.json").read_text())["guidance"] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("model", "args", "message"),
+    [
+        ("student", ["--scheduler", "heun"], "unknown --scheduler 'heun'; valid: ddpm, ddim, pndm, dpm++"),
+        ("student", ["--stitch-teacher", "teacher", "--scheduler", "dpm++"], "single-step --scheduler"),
+        ("student", ["--guidance", "2"], "--guidance needs --label"),
+        ("student", ["--label", "1"], "not class-conditional"),
+        ("classes", ["--label", "9", "--guidance", "2"], "class labels must lie in [0, 5]"),
+        ("student", ["--stitch-teacher", "missing", "--scheduler", "ddim"], "cannot load --stitch-teacher"),
+        ("missing", [], "cannot load"),
+        ("student", ["--steps", "0"], "Invalid value for '--steps'"),
+    ],
+)
+def test_user_mistakes_are_one_clear_line(models, tmp_path, model, args, message):
+    args = [str(models / a) if a in ("teacher", "missing") else a for a in args]
+    result = _sample(models / model, tmp_path / "o", *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
