@@ -1,0 +1,40 @@
+"""The demo end to end at toy scale: every picture and number of the report is written."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+from PIL import Image
+
+from slimdiff.demo import DemoSettings, run_demo
+from slimdiff.models.presets import get_preset
+from slimdiff.noise import training_scheduler
+from slimdiff.pipeline import SlimDiffusionPipeline
+
+
+def test_demo_writes_a_complete_report(tmp_path):
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher"
+    unet = get_preset("tiny-teacher").build(block_out_channels=(16, 32, 32), attention_head_dim=8)
+    SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler()).save_pretrained(teacher)
+    settings = DemoSettings(
+        out=tmp_path / "demo", teacher=str(teacher), student_steps=2, samples=8, sample_steps=2, held_out=8
+    )
+    report = run_demo(settings)
+    folder = report.parent
+    text = report.read_text()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics) == {"teacher", "SD student (distilled)", "SD (no distillation)"}
+    for name, m in metrics.items():
+        assert m["params"] > 0 and m["macs"] > 0 and m["steps_per_s_batch64"] > 0
+        assert m["swd_x1e3"]["mean"] >= 0 and {"low", "high"} <= set(m["spectrum_error"])
+        assert name in text
+    assert metrics["SD student (distilled)"]["params"] < metrics["teacher"]["params"]
+    pictures = re.findall(r"^!\[.*\]\((.+)\)$", text, flags=re.MULTILINE)
+    assert len(pictures) == 6  # real + three models + two spectrum plots
+    for picture in pictures:
+        assert Image.open(folder / picture).size[0] > 50
+    assert (folder / "report.html").read_text().count("<img") == 6
+    assert (tmp_path / "demo" / "student" / "model" / "unet" / "config.json").is_file()
