@@ -7,7 +7,7 @@ import pytest
 import pywt
 import torch
 
-from slimdiff.wavelets import dwt2, idwt2
+from slimdiff.wavelets import dwt2, gated_dwt2, gated_idwt2, idwt2
 
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-13}
 
@@ -81,6 +81,45 @@ def test_wrong_rank_and_mismatched_bands_are_clear_errors():
         idwt2(
             torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 3)
         )
+
+
+def _gates(dtype: torch.dtype, batch: int = 2, channels: int = 3) -> torch.Tensor:
+    return torch.rand(batch, 4, channels, 1, 1, generator=torch.Generator().manual_seed(5), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gated_dwt2_is_the_gate_weighted_sum_of_the_bands(dtype):
+    x, g = _x(dtype), _gates(dtype)
+    expected = sum(g[:, b] * band for b, band in enumerate(dwt2(x)))
+    torch.testing.assert_close(gated_dwt2(x, g), expected, atol=8 * TOLERANCE[dtype], rtol=0)
+    torch.testing.assert_close(gated_dwt2(x, g.flatten(2)), expected, atol=8 * TOLERANCE[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gated_idwt2_inverts_gated_copies_of_the_input(dtype):
+    x, g = _x(dtype, (2, 3, 5, 4)), _gates(dtype)
+    expected = idwt2(*(g[:, b] * x for b in range(4)))
+    torch.testing.assert_close(gated_idwt2(x, g), expected, atol=8 * TOLERANCE[dtype], rtol=0)
+
+
+def test_gated_transforms_have_the_gradients_of_their_definitions():
+    x, g = _x(torch.float64).requires_grad_(), _gates(torch.float64).requires_grad_()
+    small = x[..., :4, :3]
+    cases = [
+        (gated_dwt2(x, g), sum(g[:, b] * band for b, band in enumerate(dwt2(x)))),
+        (gated_idwt2(small, g), idwt2(*(g[:, b] * small for b in range(4)))),
+    ]
+    for fused, reference in cases:
+        w = torch.randn(fused.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+        ours = torch.autograd.grad((fused * w).sum(), (x, g))
+        theirs = torch.autograd.grad((reference * w).sum(), (x, g))
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_gated_dwt2_rejects_odd_sizes():
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 7, 6\)"):
+        gated_dwt2(torch.zeros(2, 3, 7, 6), _gates(torch.float32))
 
 
 def re_shape(shape: tuple[int, ...]) -> str:

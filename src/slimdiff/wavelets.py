@@ -8,16 +8,24 @@ For every 2×2 block [[a, b], [c, d]] the four sub-bands are
     HH = (a - b - c + d) / 2      diagonal               (pywt cD)
 
 so `dwt2(x)` equals `pywt.dwt2(x, "haar")` band for band, and `idwt2` is its exact inverse.
+
+`gated_dwt2` and `gated_idwt2` are the wavelet-gating forms of the two transforms: band weights per sample
+and channel, computed as one grouped (transposed) convolution instead of a dozen element-wise passes.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
+
+
+def _check_rank(x: torch.Tensor) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
 
 
 def _check_even(x: torch.Tensor) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    _check_rank(x)
     if x.shape[-2] % 2 or x.shape[-1] % 2:
         raise ValueError(
             f"Haar DWT needs even height and width, got shape {tuple(x.shape)}; crop or pad the input"
@@ -54,3 +62,29 @@ def idwt2(ll: torch.Tensor, lh: torch.Tensor, hl: torch.Tensor, hh: torch.Tensor
     top = torch.stack((a, b), dim=-1).flatten(-2)
     bottom = torch.stack((c, d), dim=-1).flatten(-2)
     return torch.stack((top, bottom), dim=-2).flatten(-3, -2)
+
+
+def _haar_taps(gates: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
+    # Σ_b g_b · band_b weighs the four pixels of every 2×2 block by the IDWT of the four gates, so a gated
+    # transform is a 2×2, stride-2 filter per sample and channel: B·4·C gates → (B·C, 1, 2, 2) taps.
+    bands = gates.reshape(batch, 4, channels, 1, 1).unbind(1)
+    return idwt2(*bands).reshape(batch * channels, 1, 2, 2)
+
+
+def gated_dwt2(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """Σ_b g_b ⊙ DWT(x)_b for (B, C, H, W) `x` and (B, 4, C[, 1, 1]) `gates` (LL, LH, HL, HH) → (B, C, H/2, W/2)."""
+    _check_even(x)
+    b, c, h, w = x.shape
+    taps = _haar_taps(gates, b, c)
+    return F.conv2d(x.reshape(1, b * c, h, w), taps, stride=2, groups=b * c).view(b, c, h // 2, w // 2)
+
+
+def gated_idwt2(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """IDWT(g_LL ⊙ x, g_LH ⊙ x, g_HL ⊙ x, g_HH ⊙ x) for (B, C, h, w) `x` and (B, 4, C[, 1, 1]) `gates`
+    → (B, C, 2h, 2w)."""
+    _check_rank(x)
+    b, c, h, w = x.shape
+    taps = _haar_taps(gates, b, c)
+    return F.conv_transpose2d(x.reshape(1, b * c, h, w), taps, stride=2, groups=b * c).view(
+        b, c, 2 * h, 2 * w
+    )

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slimdiff.wavelets import dwt2, idwt2
+from slimdiff.wavelets import gated_dwt2, gated_idwt2, idwt2
 
 WG_UP_MODES = ("repeat", "split")
 
@@ -58,8 +58,7 @@ class WGDown(nn.Module):
 
     def forward(self, x: torch.Tensor, *_, **__) -> torch.Tensor:
         # Extra arguments (temb, output size) from the diffusers blocks are not needed here.
-        g = self.gate(x)
-        return sum(g[:, b] * band for b, band in enumerate(dwt2(x)))
+        return gated_dwt2(x, self.gate(x))
 
 
 class WGUp(nn.Module):
@@ -76,5 +75,6 @@ class WGUp(nn.Module):
 
     def forward(self, x: torch.Tensor, *_, **__) -> torch.Tensor:
         g = self.gate(x)
-        bands = self.to_bands(x).chunk(4, dim=1) if self.to_bands is not None else (x,) * 4
-        return idwt2(*(g[:, b] * band for b, band in enumerate(bands)))
+        if self.to_bands is None:
+            return gated_idwt2(x, g)
+        return idwt2(*(g[:, b] * band for b, band in enumerate(self.to_bands(x).chunk(4, dim=1))))
