@@ -44,11 +44,12 @@ def gaussian_blur(images: Tensor, sigma2: float, size: int = KERNEL) -> Tensor:
 
 def blur_sensitivity(
     images: Tensor,
-    metrics: Mapping[str, Callable[[Tensor, Tensor], float]],
+    metrics: Mapping[str, Callable[[Tensor, Tensor], float | dict[str, float]]],
     sigma2s: tuple[float, ...] = SIGMA2,
     progress: Callable[[], None] | None = None,
 ) -> list[dict[str, float]]:
-    """One row per σ²: {"sigma2": σ², name: metric(reference half, blurred other half), …}."""
+    """One row per σ²: {"sigma2": σ², name: metric(reference half, blurred other half), …}; a metric returning
+    a dict (e.g. SWD per pyramid level) gives one column "name key" per entry."""
     if images.shape[0] < 4:
         raise ValueError(f"blur sensitivity needs at least 4 images (two halves), got {images.shape[0]}")
     half = images.shape[0] // 2
@@ -56,9 +57,13 @@ def blur_sensitivity(
     rows = []
     for sigma2 in sigma2s:
         blurred = gaussian_blur(test, sigma2)
-        rows.append(
-            {"sigma2": sigma2, **{name: metric(reference, blurred) for name, metric in metrics.items()}}
-        )
+        row = {"sigma2": sigma2}
+        for name, metric in metrics.items():
+            value = metric(reference, blurred)
+            row.update(
+                {f"{name} {k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value}
+            )
+        rows.append(row)
         if progress is not None:
             progress()
     return rows
