@@ -80,3 +80,19 @@ def test_distill_rejects_unknown_positions_before_anything_starts(tmp_path, teac
     result = runner.invoke(app, ["distill", str(config), "--teacher", str(teacher_folder)])
     assert result.exit_code == 2
     assert "feat-up7" in result.output and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["ffhq", "celebahq", "bedroom", "church"])
+def test_paper_sd_configs_pair_a_slim_student_with_its_teacher(name):
+    from slimdiff.config import load_config
+    from slimdiff.distill import DistillConfig
+
+    root = Path(__file__).parents[1] / "configs"
+    student = load_config(root / f"{name}-sd.yaml", [], DistillConfig)
+    teacher = load_config(root / f"{name}-ldm.yaml")
+    assert student.model.startswith("sd-") and get_preset(student.model).config["wavelet_gating"]
+    assert student.distill.lambda_spatial == student.distill.lambda_freq == 0.1
+    assert student.autoencoder == teacher.autoencoder and student.data.size == teacher.data.size
+    s, t = get_preset(student.model).config, get_preset(teacher.model).config
+    assert (s["in_channels"], s["sample_size"]) == (t["in_channels"], t["sample_size"])
+    assert len(s["block_out_channels"]) == len(t["block_out_channels"])  # features meet at equal resolutions
