@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
-from helpers_train import micro_config
+from helpers_train import micro_config, one_thread
 from safetensors.torch import load_file
 
 from slimdiff.checkpoint import list_checkpoints
@@ -19,6 +20,12 @@ from slimdiff.config import Config, from_dict
 from slimdiff.train import train
 
 N = 3  # checkpoint interval; the straight run trains 2N steps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -37,7 +44,7 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path):
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump(mapping))
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "slimdiff", "train", str(config_file)],
         env=env,

@@ -250,11 +250,8 @@ def make_dataset(
 
 def _looks_like_hf_dir(path: Path) -> bool:
     markers = ("dataset_info.json", "dataset_dict.json", "state.json")
-    return (
-        any((path / m).exists() for m in markers)
-        or any(path.glob("*.parquet"))
-        or any(path.glob("*/*.arrow"))
-    )
+    tables = ("*.parquet", "*/*.parquet", "*.arrow", "*/*.arrow")  # the hub layout keeps them in data/
+    return any((path / m).exists() for m in markers) or any(next(path.glob(g), None) for g in tables)
 
 
 def load_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tensor:
