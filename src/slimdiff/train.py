@@ -195,6 +195,165 @@ def _to_float(value) -> float:
     return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds; a checkpoint is this at one step."""
+
+    config: Config
+    accelerator: object
+    autoencoder: Autoencoder
+    unet: nn.Module  # the bare model (EMA, checkpoints, samples)
+    prepared: nn.Module  # the same model as accelerate wrapped it (forward / backward)
+    objective: nn.Module
+    trained: list[torch.nn.Parameter]  # UNet parameters, then the objective's trainable ones
+    optimizer: torch.optim.Optimizer
+    lr_schedule: object
+    ema: object
+    log: Callable[[str], None]
+    step: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run.dir)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def _setup(config: Config, make_objective, accelerator, log) -> tuple[_Run, Dataset, bool]:
+    """Data, autoencoder, UNet, objective (hooks attached before wrapping), optimiser, lr schedule, EMA."""
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    autoencoder = _autoencoder(config).to(accelerator.device)
+    dataset, is_latent = _training_data(config, autoencoder, accelerator, log)
+    unet = build_unet(config, autoencoder)
+    objective = (make_objective or (lambda _: EpsilonObjective()))(unet)
+    unet.to(accelerator.device).train()
+    objective.to(accelerator.device)
+    trained = list(unet.parameters()) + [p for p in objective.parameters() if p.requires_grad]
+    lr = tc.base_lr * tc.batch_size * tc.grad_accum * accelerator.num_processes
+    optimizer = torch.optim.AdamW(trained, lr=lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    lr_schedule = get_scheduler(
+        "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
+    )
+    ema = EMAModel(
+        unet.parameters(),
+        decay=tc.ema_decay,
+        use_ema_warmup=True,
+        model_cls=type(unet),
+        model_config=unet.config,
+    )
+    run = _Run(
+        config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log
+    )
+    return run, dataset, is_latent
+
+
+def _restore(run: _Run, checkpoint: Path) -> None:
+    """Load a checkpoint into the run: weights, objective, optimiser, lr schedule, EMA, RNG, step."""
+    accelerator = run.accelerator
+    saved = read_checkpoint(
+        checkpoint, accelerator.process_index, [n for n, _ in run.unet.named_parameters()]
+    )
+    run.unet.load_state_dict(saved["unet"])
+    try:
+        load_trainable_state(run.objective, saved["objective"])
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.lr_schedule.load_state_dict(saved["lr_schedule"])
+    run.ema.load_state_dict(saved["ema"])
+    run.step = saved["state"]["step"]
+    if saved["rng"] is not None:
+        set_rng_state(saved["rng"])
+    same_layout = (saved["state"]["processes"], saved["state"]["grad_accum"]) == (
+        accelerator.num_processes,
+        run.config.train.grad_accum,
+    )
+    if not same_layout:
+        warnings.warn(
+            "resuming with another number of processes or grad_accum: the data order changes", stacklevel=3
+        )
+    run.log(f"resumed from {checkpoint} at step {run.step}")
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint the run at its current step: every process writes its RNG state, the main one the rest."""
+    accelerator, folder = run.accelerator, run.run_dir / "checkpoints"
+    tmp = pending_checkpoint(folder, run.step)
+    if run.main:
+        start_checkpoint(folder, run.step)
+    accelerator.wait_for_everyone()
+    write_rng(tmp, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if run.main:
+        tc = run.config.train
+        write_checkpoint(
+            tmp,
+            unet=run.unet,
+            ema=run.ema,
+            objective_state=trainable_state(run.objective),
+            optimizer=run.optimizer,
+            lr_schedule=run.lr_schedule,
+            state={
+                "step": run.step,
+                "micro_step": run.step * tc.grad_accum,
+                "processes": accelerator.num_processes,
+                "grad_accum": tc.grad_accum,
+                "model": run.config.model,
+            },
+        )
+        run.log(f"checkpoint {publish_checkpoint(tmp, run.step, run.config.run.keep_checkpoints)}")
+    accelerator.wait_for_everyone()
+
+
+def _forward_backward(
+    run: _Run, batches: Iterator[torch.Tensor], is_latent: bool
+) -> tuple[torch.Tensor, dict]:
+    """Gradients of one optimiser step (all micro-batches); returns the mean loss and logged terms."""
+    accelerator, tc = run.accelerator, run.config.train
+    ᾱ = training_scheduler().alphas_cumprod.to(accelerator.device)
+    total = torch.zeros((), device=accelerator.device)
+    terms: dict[str, float] = {}
+    for micro in range(tc.grad_accum):
+        batch = next(batches).to(accelerator.device)
+        x0 = batch if is_latent else run.autoencoder.encode(batch)
+        micro_step = run.step * tc.grad_accum + micro
+        t, noise = micro_step_noise(tuple(x0.shape), tc.seed, micro_step, accelerator.process_index, len(ᾱ))
+        t, noise = t.to(accelerator.device), noise.to(accelerator.device, x0.dtype)
+        a = ᾱ[t].view(-1, 1, 1, 1).to(x0.dtype)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        # Gradients are all-reduced across processes only on the last micro-batch.
+        last = micro == tc.grad_accum - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(run.prepared), accelerator.autocast():
+            loss, logged = run.objective(run.prepared, x0, x_t, t, noise)
+        accelerator.backward(loss / tc.grad_accum)
+        total += loss.detach().float() / tc.grad_accum
+        for k, v in logged.items():
+            terms[k] = terms.get(k, 0.0) + _to_float(v) / tc.grad_accum
+    return total, terms
+
+
+def _optimiser_step(run: _Run) -> float | None:
+    """Average the objective's own gradients (outside DDP), clip, step AdamW, lr schedule and EMA."""
+    accelerator, tc = run.accelerator, run.config.train
+    if accelerator.num_processes > 1:
+        for p in run.trained[len(list(run.unet.parameters())) :]:
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
+    grad_norm = accelerator.clip_grad_norm_(run.trained, tc.grad_clip) if tc.grad_clip > 0 else None
+    run.optimizer.step()
+    run.lr_schedule.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.ema.step(run.unet.parameters())
+    run.step += 1
+    return None if grad_norm is None else float(grad_norm)
+
+
 def train(
     config: Config,
     *,
@@ -210,16 +369,13 @@ def train(
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    run_dir = Path(config.run.dir)
-    tc = config.train
-    checkpoint_path = None
+    run_dir, tc = Path(config.run.dir), config.train
+    checkpoint = None
     if resume is not None:
         try:
-            checkpoint_path = resolve_checkpoint(run_dir, resume)
+            checkpoint = resolve_checkpoint(run_dir, resume)
         except FileNotFoundError as error:
             raise TrainingError(f"cannot resume: {error}") from None
     elif list_checkpoints(run_dir / "checkpoints"):
@@ -246,186 +402,76 @@ def train(
             if progress:
                 tqdm.write(message)
 
-    torch.manual_seed(tc.seed)
-    autoencoder = _autoencoder(config).to(accelerator.device)
-    dataset, is_latent = _training_data(config, autoencoder, accelerator, log)
-    unet = build_unet(config, autoencoder)
-    objective = (make_objective or (lambda _: EpsilonObjective()))(unet)
+    run, dataset, is_latent = _setup(config, make_objective, accelerator, log)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
-
-    processes = accelerator.num_processes
-    total_batch = tc.batch_size * tc.grad_accum * processes
-    lr = tc.base_lr * total_batch
-    unet.to(accelerator.device).train()
-    objective.to(accelerator.device)
-    objective_params = [p for p in objective.parameters() if p.requires_grad]
-    trained = list(unet.parameters()) + objective_params
-    optimizer = torch.optim.AdamW(trained, lr=lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
-    lr_schedule = get_scheduler(
-        "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
-    )
-    ema_kwargs = {
-        "decay": tc.ema_decay,
-        "use_ema_warmup": True,
-        "model_cls": type(unet),
-        "model_config": unet.config,
-    }
-    ema = EMAModel(unet.parameters(), **ema_kwargs)
-
-    step = 0
-    if checkpoint_path is not None:
-        saved = read_checkpoint(
-            checkpoint_path, accelerator.process_index, [n for n, _ in unet.named_parameters()]
-        )
-        unet.load_state_dict(saved["unet"])
-        try:
-            load_trainable_state(objective, saved["objective"])
-        except ValueError as error:
-            raise TrainingError(str(error)) from None
-        optimizer.load_state_dict(saved["optimizer"])
-        lr_schedule.load_state_dict(saved["lr_schedule"])
-        ema.load_state_dict(saved["ema"])
-        step = saved["state"]["step"]
-        if saved["rng"] is not None:
-            set_rng_state(saved["rng"])
-        if saved["state"]["processes"] != processes or saved["state"]["grad_accum"] != tc.grad_accum:
-            warnings.warn(
-                "resuming with another number of processes or grad_accum: the data order changes",
-                stacklevel=2,
-            )
-        log(f"resumed from {checkpoint_path} at step {step}")
-    ema.to(accelerator.device)
-
-    prepared_unet, optimizer = accelerator.prepare(unet, optimizer)
-    scheduler = training_scheduler()
-    ᾱ = scheduler.alphas_cumprod.to(accelerator.device)
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+    run.ema.to(accelerator.device)
+    run.prepared, run.optimizer = accelerator.prepare(run.unet, run.optimizer)
     sampler = StepSampler(
         len(dataset),
         tc.batch_size,
         seed=tc.seed,
         process=accelerator.process_index,
-        processes=processes,
-        start=step * tc.grad_accum,
+        processes=accelerator.num_processes,
+        start=run.step * tc.grad_accum,
     )
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.data.num_workers)
-    batches = iter(loader)
-    if main:
-        accelerator.init_trackers("train")
+    batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=config.data.num_workers))
+    accelerator.init_trackers("train")
+    total_batch = tc.batch_size * tc.grad_accum * accelerator.num_processes
     log(
         f"training {config.model} for {tc.steps} steps: total batch {total_batch} = {tc.batch_size} × "
-        f"{tc.grad_accum} accumulation × {processes} process(es), lr {lr:.3g}"
+        f"{tc.grad_accum} accumulation × {accelerator.num_processes} process(es), "
+        f"lr {tc.base_lr * total_batch:.3g}"
     )
-
-    def save(at: int) -> None:
-        folder = run_dir / "checkpoints"
-        tmp = pending_checkpoint(folder, at)
-        if main:
-            start_checkpoint(folder, at)
-        accelerator.wait_for_everyone()
-        write_rng(tmp, accelerator.process_index)
-        accelerator.wait_for_everyone()
-        if main:
-            write_checkpoint(
-                tmp,
-                unet=unet,
-                ema=ema,
-                objective_state=trainable_state(objective),
-                optimizer=optimizer,
-                lr_schedule=lr_schedule,
-                state={
-                    "step": at,
-                    "micro_step": at * tc.grad_accum,
-                    "processes": processes,
-                    "grad_accum": tc.grad_accum,
-                    "model": config.model,
-                },
-            )
-            published = publish_checkpoint(tmp, at, config.run.keep_checkpoints)
-            log(f"checkpoint {published}")
-        accelerator.wait_for_everyone()
 
     stop = _StopRequest()
     bar = tqdm(
-        total=tc.steps, initial=step, disable=not (main and progress), desc="training", dynamic_ncols=True
+        total=tc.steps, initial=run.step, disable=not (main and progress), desc="training", dynamic_ncols=True
     )
     window: dict[str, list[float]] = {}
     with _catch_stop_signals(stop):
-        while step < tc.steps:
-            total_loss = torch.zeros((), device=accelerator.device)
-            terms: dict[str, float] = {}
-            for micro in range(tc.grad_accum):
-                micro_step = step * tc.grad_accum + micro
-                batch = next(batches).to(accelerator.device)
-                x0 = batch if is_latent else autoencoder.encode(batch)
-                t, noise = micro_step_noise(
-                    tuple(x0.shape), tc.seed, micro_step, accelerator.process_index, len(ᾱ)
-                )
-                t, noise = t.to(accelerator.device), noise.to(accelerator.device, x0.dtype)
-                a = ᾱ[t].view(-1, 1, 1, 1).to(x0.dtype)
-                x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-                last = micro == tc.grad_accum - 1
-                sync = contextlib.nullcontext() if last else accelerator.no_sync(prepared_unet)
-                with sync, accelerator.autocast():
-                    loss, logged = objective(prepared_unet, x0, x_t, t, noise)
-                accelerator.backward(loss / tc.grad_accum)
-                total_loss += loss.detach().float() / tc.grad_accum
-                for k, v in logged.items():
-                    terms[k] = terms.get(k, 0.0) + _to_float(v) / tc.grad_accum
-
-            # One collective per step: the mean loss, and whether any process saw a non-finite loss or a signal.
+        while run.step < tc.steps:
+            loss, terms = _forward_backward(run, batches, is_latent)
+            # One collective per step: the summed loss, and whether any process saw a NaN/Inf loss or a signal.
+            finite = torch.isfinite(loss)
+            signalled = torch.tensor(float(stop.signal != 0), device=accelerator.device)
             status = accelerator.reduce(
-                torch.stack(
-                    [
-                        total_loss if torch.isfinite(total_loss) else torch.zeros_like(total_loss),
-                        (~torch.isfinite(total_loss)).float(),
-                        torch.tensor(float(stop.signal != 0), device=accelerator.device),
-                    ]
-                ),
-                reduction="sum",
+                torch.stack([torch.where(finite, loss, 0.0), (~finite).float(), signalled]), reduction="sum"
             )
             if status[1] > 0:
                 raise TrainingError(
-                    f"loss became NaN/Inf at step {step + 1}; the run stopped without saving, the last good "
+                    f"loss became NaN/Inf at step {run.step + 1}; the run stopped without saving, the last good "
                     "checkpoint is intact — lower train.base_lr, raise warmup_steps or keep grad_clip on"
                 )
-            for p in objective_params:  # outside DDP: average the objective's own gradients by hand
-                if p.grad is not None and processes > 1:
-                    p.grad = accelerator.reduce(p.grad, reduction="mean")
-            grad_norm = accelerator.clip_grad_norm_(trained, tc.grad_clip) if tc.grad_clip > 0 else None
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.step(unet.parameters())
-            step += 1
-
-            mean_loss = float(status[0]) / processes
+            grad_norm = _optimiser_step(run)
+            step, lr = run.step, run.lr_schedule.get_last_lr()[0]
+            mean_loss = float(status[0]) / accelerator.num_processes
             for k, v in {"loss": mean_loss, **terms}.items():
                 window.setdefault(k, []).append(v)
             bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
             if step % config.run.log_every == 0 or step == tc.steps:
-                scalars = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
-                scalars["train/lr"] = lr_schedule.get_last_lr()[0]
+                scalars = {f"train/{k}": sum(v) / len(v) for k, v in window.items()} | {"train/lr": lr}
                 if grad_norm is not None:
-                    scalars["train/grad_norm"] = float(grad_norm)
+                    scalars["train/grad_norm"] = grad_norm
                 accelerator.log(scalars, step=step)
                 window.clear()
             if config.run.sample_every and step % config.run.sample_every == 0:
                 if main:
-                    write_samples(
-                        unet, ema, autoencoder, config, run_dir / "samples" / f"step-{step:08d}.png"
-                    )
+                    path = run_dir / "samples" / f"step-{step:08d}.png"
+                    write_samples(run.unet, run.ema, run.autoencoder, config, path)
                 accelerator.wait_for_everyone()
             if step % config.run.checkpoint_every == 0 or step == tc.steps or status[2] > 0:
-                save(step)
+                _save(run)
             if status[2] > 0:
                 log(f"stopped by signal at step {step}; resume with --resume latest")
                 break
     bar.close()
-    if step == tc.steps and main:
-        export_model(unet, ema, autoencoder, run_dir / "model")
+    if run.step == tc.steps and main:
+        export_model(run.unet, run.ema, run.autoencoder, run_dir / "model")
         log(f"model written to {run_dir / 'model'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
