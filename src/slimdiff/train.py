@@ -12,7 +12,6 @@ resumed from a checkpoint continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import time
@@ -21,10 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from slimdiff.autoencoders import Autoencoder, load_autoencoder
 from slimdiff.checkpoint import (
@@ -40,59 +38,25 @@ from slimdiff.checkpoint import (
 )
 from slimdiff.config import Config
 from slimdiff.data import make_dataset
+from slimdiff.data_order import StepSampler, micro_step_noise
 from slimdiff.models.presets import get_preset
 from slimdiff.noise import training_scheduler
 from slimdiff.objective import EpsilonObjective, Objective, load_trainable_state, trainable_state
+from slimdiff.run_outputs import export_model, write_samples
 
-__all__ = ["EpsilonObjective", "Objective", "TrainingError", "build_unet", "train"]
+__all__ = [
+    "EpsilonObjective",
+    "Objective",
+    "StepSampler",
+    "TrainingError",
+    "build_unet",
+    "micro_step_noise",
+    "train",
+]
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or continue, with a one-line reason (what is wrong, what to do)."""
-
-
-# --- data order and noise ------------------------------------------------------------------------------
-
-
-class StepSampler(Sampler[list[int]]):
-    """Index batches for one process: an endless stream of seeded permutations of the data set, cut into
-    global micro-batches of `batch_size × processes` of which this process takes its slice. Starts at
-    micro-step `start`, so resuming continues the stream where it stopped."""
-
-    def __init__(
-        self, length: int, batch_size: int, *, seed: int, process: int, processes: int, start: int = 0
-    ):
-        self.length, self.batch_size, self.seed = length, batch_size, seed
-        self.process, self.processes, self.start = process, processes, start
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(
-            self.length, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        )
-
-    def __iter__(self) -> Iterator[list[int]]:
-        step = self.start
-        epoch, permutation = -1, None
-        while True:
-            first = (step * self.processes + self.process) * self.batch_size
-            batch = []
-            for position in range(first, first + self.batch_size):
-                if position // self.length != epoch:
-                    epoch = position // self.length
-                    permutation = self._permutation(epoch)
-                batch.append(int(permutation[position % self.length]))
-            yield batch
-            step += 1
-
-
-def micro_step_noise(
-    shape: tuple[int, ...], seed: int, micro_step: int, process: int, timesteps: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t, ε) for one micro-batch, drawn from a generator seeded by (seed, micro-step, process)."""
-    key = int(np.random.SeedSequence([seed, micro_step, process]).generate_state(1)[0])
-    generator = torch.Generator().manual_seed(key)
-    t = torch.randint(0, timesteps, (shape[0],), generator=generator)
-    return t, torch.randn(shape, generator=generator)
 
 
 # --- building the pieces ----------------------------------------------------------------------------------
@@ -476,57 +440,3 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
-
-
-# --- outputs -------------------------------------------------------------------------------------------------
-
-
-def ema_unet(unet: nn.Module, ema) -> nn.Module:
-    """A copy of the bare UNet (no hooks) holding the EMA weights."""
-    copy = type(unet).from_config(unet.config).to(next(unet.parameters()).device)
-    ema.copy_to(copy.parameters())
-    return copy.eval()
-
-
-def _pipeline(unet: nn.Module, autoencoder: Autoencoder):
-    from slimdiff.pipeline import SlimDiffusionPipeline
-
-    pipe = SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler(), vae=autoencoder.model)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def write_samples(unet: nn.Module, ema, autoencoder: Autoencoder, config: Config, path: Path) -> None:
-    """A grid of `run.sample_count` DDIM samples from the EMA weights, from fixed noise (comparable over time)."""
-    from PIL import Image
-
-    pipe = _pipeline(ema_unet(unet, ema), autoencoder)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    n = config.run.sample_count
-    images = pipe(
-        batch_size=n,
-        num_inference_steps=config.run.sample_steps,
-        sampler="ddim",
-        generator=generator,
-        output_type="np",
-    ).images
-    columns = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    h, w = images.shape[1:3]
-    grid = np.ones((rows * h, columns * w, 3), dtype=np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
-
-
-def export_model(unet: nn.Module, ema, autoencoder: Autoencoder, folder: Path) -> None:
-    """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule), vae/ if any."""
-    import shutil
-
-    tmp = folder.with_name(f".tmp-{folder.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _pipeline(ema_unet(unet, ema), autoencoder).save_pretrained(str(tmp), safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
