@@ -3,6 +3,7 @@ from helpers_metrics import power_law_field
 
 from slimdiff.analysis.wiener import (
     fit_linear_filter,
+    linear_denoiser,
     mean_power_2d,
     optimal_filter,
     passband,
@@ -63,3 +64,24 @@ def test_wiener_analysis_rows():
     half = [r["half_power_radius"] for r in rows]
     assert half[0] < half[1] and half[2] is None
     assert all(r["fit_mean_gap"] < 0.05 for r in rows)
+
+
+def test_linear_denoiser_reaches_the_closed_form_error_spectrum():
+    # Its ε-error power at f is 1 − (1−ᾱ)H_t(f) in expectation; on a stationary field with known S the
+    # measured error spectrum must match it.
+    from slimdiff.metrics.spectrum import radial_average, radial_power_spectrum
+    from slimdiff.noise import training_scheduler
+
+    size, exponent = 16, 2.0
+    power = _field_spectrum(size, exponent)
+    scheduler = training_scheduler()
+    alpha_bar = scheduler.alphas_cumprod
+    denoise = linear_denoiser(power, alpha_bar)
+    x0 = power_law_field(256, size=size, exponent=exponent).float()
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    for t in (100, 500, 900):
+        timesteps = torch.full((len(x0),), t)
+        error = denoise(scheduler.add_noise(x0, eps, timesteps), timesteps) - eps
+        _, measured = radial_power_spectrum(error)
+        _, expected = radial_average(passband(power, alpha_bar[t].item()))
+        assert torch.allclose(measured, expected, atol=0.05, rtol=0.1), (t, measured, expected)

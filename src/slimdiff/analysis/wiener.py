@@ -21,6 +21,7 @@ c(f) should approach √(1−ᾱ) H_t(f) computed from the images' own spectrum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,6 +49,20 @@ def optimal_filter(power: Tensor, alpha_bar: float) -> Tensor:
 def passband(power: Tensor, alpha_bar: float) -> Tensor:
     """1 − (1−ᾱ) H_t(f) = ᾱS / (ᾱS + 1 − ᾱ): ε-prediction error of the optimal linear denoiser at f."""
     return 1.0 - (1.0 - alpha_bar) * optimal_filter(power, alpha_bar)
+
+
+def linear_denoiser(power: Tensor, alphas_cumprod: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """The optimal linear ε-predictor for data with spectrum `power` (H, W), as a model `(x_t, t) → ε̂`:
+    ε̂ = F⁻¹(√(1−ᾱ_t) H_t(f) F(x_t)). The floor any linear model reaches, e.g. as an eps-spectrum baseline."""
+
+    def predict(x_t: Tensor, t: Tensor) -> Tensor:
+        a = alphas_cumprod[t].double().view(-1, 1, 1, 1)
+        gain = (1 - a).sqrt() / (a * power + 1 - a)
+        return torch.fft.ifft2(gain * torch.fft.fft2(x_t.double(), norm="ortho"), norm="ortho").real.to(
+            x_t.dtype
+        )
+
+    return predict
 
 
 def fit_linear_filter(images: Tensor, alpha_bar: float, seed: int = 0, batch_size: int = 256) -> Tensor:
@@ -104,7 +119,7 @@ def plot_wiener(result: dict, path: str | Path) -> Path:
     fig, (ax, ax_s) = figure(width=9.0, height=3.6, ncols=2)
     radii = result["radii"]
     for row in result["rows"]:
-        (line,) = ax.plot(radii[1:], row["passband"][1:], label=f"t={row['t']}, ᾱ={row['alpha_bar']:.3f}")
+        (line,) = ax.plot(radii[1:], row["passband"][1:], label=f"t={row['t']}, ᾱ={row['alpha_bar']:.3g}")
         ax.plot(radii[1:], row["passband_fitted"][1:], ".", color=line.get_color(), ms=3)
     ax.set_xscale("log")
     ax.set_xlabel("spatial frequency (Nyquist = 1)")
