@@ -8,6 +8,7 @@ RGB. Unreadable files are skipped with a warning (and counted in `dataset.skippe
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -148,8 +149,6 @@ class HFDataset(_SkippingDataset):
     def _load(self, index: int) -> Image.Image:
         item = self.column[index]
         if item.get("bytes") is not None:
-            import io
-
             return Image.open(io.BytesIO(item["bytes"]))
         return Image.open(item["path"])
 
