@@ -58,8 +58,9 @@ def test_sample_with_onnx_equals_sample_with_pytorch(exported):
         assert np.abs(a - b).max() <= 1  # one grey level of rounding at most
 
 
-def test_sample_onnx_without_a_graph_says_how_to_make_one(exported, tmp_path):
-    result = runner.invoke(app, ["sample", str(exported / "model"), "--onnx", "--out", str(tmp_path / "s")])
+def test_sample_onnx_without_a_graph_says_how_to_make_one(tmp_path):
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    result = runner.invoke(app, ["sample", str(tmp_path / "model"), "--onnx", "--out", str(tmp_path / "s")])
     assert result.exit_code == 2
     assert "slimdiff export" in result.output and "Traceback" not in result.output
 
