@@ -174,6 +174,7 @@ class _Run:
     lr_schedule: object
     ema: object
     log: Callable[[str], None]
+    alpha_bar: torch.Tensor  # ᾱ_t of the training schedule, on the device
     step: int = 0
 
     @property
@@ -211,8 +212,9 @@ def _setup(config: Config, make_objective, accelerator, log) -> tuple[_Run, Data
         model_cls=type(unet),
         model_config=unet.config,
     )
+    ᾱ = training_scheduler().alphas_cumprod.to(accelerator.device)
     run = _Run(
-        config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log
+        config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log, ᾱ
     )
     return run, dataset, is_latent
 
@@ -280,7 +282,7 @@ def _forward_backward(
 ) -> tuple[torch.Tensor, dict]:
     """Gradients of one optimiser step (all micro-batches); returns the mean loss and logged terms."""
     accelerator, tc = run.accelerator, run.config.train
-    ᾱ = training_scheduler().alphas_cumprod.to(accelerator.device)
+    ᾱ = run.alpha_bar
     total = torch.zeros((), device=accelerator.device)
     terms: dict[str, float] = {}
     for micro in range(tc.grad_accum):
