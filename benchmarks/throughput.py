@@ -71,21 +71,25 @@ def _category(op: str) -> str:
     return "other"
 
 
+def _open_gate_range(module: torch.nn.Module, _inputs) -> None:
+    module.profiler_range = record_function("WG")
+    module.profiler_range.__enter__()
+
+
+def _close_gate_range(module: torch.nn.Module, _inputs, _output) -> None:
+    module.profiler_range.__exit__(None, None, None)
+
+
 def time_split(model: torch.nn.Module, inputs: dict[str, torch.Tensor], steps: int = 2) -> dict[str, float]:
     """Share of one step's self CPU time per category, with the wavelet gates (WG-Down/Up) on their own."""
     gates = [m for m in model.modules() if isinstance(m, WGDown | WGUp)]
-    open_ranges = {}
     handles = [
-        *(
-            g.register_forward_pre_hook(
-                lambda m, _: open_ranges.__setitem__(m, record_function("WG").__enter__())
-            )
-            for g in gates
-        ),
-        *(
-            g.register_forward_hook(lambda m, *_: open_ranges.pop(m).__exit__(None, None, None))
-            for g in gates
-        ),
+        handle
+        for g in gates
+        for handle in (
+            g.register_forward_pre_hook(_open_gate_range),
+            g.register_forward_hook(_close_gate_range),
+        )
     ]
     try:
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
