@@ -185,3 +185,28 @@ def test_latent_space_run_with_cache_exports_vae(tmp_path):
             tmp_path / "bad", data={"size": 32}, autoencoder={"kind": "kl", "source": str(tiny_kl_dir)}
         )
         train(from_dict(Config, bad), progress=False)
+
+
+class RecordingObjective(EpsilonObjective):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, unet, x0, x_t, t, noise):
+        self.seen.append((x0.clone(), x_t.clone(), t.clone(), noise.clone()))
+        return super().forward(unet, x0, x_t, t, noise)
+
+
+def test_noising_matches_diffusers_add_noise(tmp_path):
+    from slimdiff.noise import training_scheduler
+
+    recorder = RecordingObjective()
+    config = from_dict(Config, micro_config(tmp_path / "run", steps=2, every=2, train={"grad_accum": 2}))
+    train(config, make_objective=lambda unet: recorder, progress=False)
+    assert len(recorder.seen) == 4  # 2 steps × 2 micro-batches
+    scheduler = training_scheduler()
+    for x0, x_t, t, noise in recorder.seen:
+        assert x0.shape == (4, 3, 16, 16) and x0.min() >= -1 and x0.max() <= 1
+        assert t.dtype == torch.long and t.min() >= 0 and t.max() < 1000
+        torch.testing.assert_close(x_t, scheduler.add_noise(x0, noise, t))
+    assert not torch.equal(recorder.seen[0][3], recorder.seen[1][3])  # fresh noise per micro-batch
