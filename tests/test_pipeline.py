@@ -233,3 +233,38 @@ def test_stitching_refuses_multistep_samplers_and_other_spaces(student_teacher):
             _pt(pipe, sampler=sampler, stitch=(teacher, 0.5))
     with pytest.raises(ValueError, match="same \\(latent\\) space"):
         _pt(pipe, stitch=(tiny_unet(channels=4), 0.5))
+
+
+def test_a_diffusers_ldm_pipeline_folder_loads_with_unscaled_vq_latents(tmp_path):
+    from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    vqvae = VQModel(
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=3,
+        norm_num_groups=4,
+        num_vq_embeddings=16,
+        vq_embed_dim=3,
+        sample_size=16,
+    ).eval()
+    unet = UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 8),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler(clip_sample=False)).save_pretrained(tmp_path)
+    assert vqvae.config.scaling_factor != 1.0  # diffusers' VQModel default; LDM trained unscaled
+    pipe = load_pipeline(tmp_path)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.unet) is UNet2DModel and type(pipe.scheduler) is DDIMScheduler
+    assert pipe.vae.config.scaling_factor == 1.0
+    latents = _pt(pipe, output_type="latent")
+    with torch.no_grad():
+        expected = (vqvae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(pipe.decode(latents), expected)
+    assert _pt(pipe).shape == (1, 3, 16, 16)

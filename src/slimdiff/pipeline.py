@@ -25,12 +25,13 @@ from slimdiff.samplers import SAMPLERS, build_scheduler, clip_prediction, get_sa
 # onnxruntime session wrapper.
 Denoiser = Callable[..., object]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+AUTOENCODER_KINDS = {"VQModel": "vq", "AutoencoderKL": "kl"}
 
 
 def denoiser_output(model: Denoiser, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor:
     """ε̂ (or whatever the model predicts) for the batch `x` at timestep `t`."""
     out = model(x, t.reshape(1).expand(x.shape[0]), **conditioning)
-    return out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out
+    return out.sample if hasattr(out, "sample") else out
 
 
 def guided_output(
@@ -78,7 +79,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, source: str | Path) -> SlimDiffusionPipeline:
-        """Load a folder written by `save_pretrained` (or a hub id holding one).
+        """Load a folder written by `save_pretrained`, or any diffusers pipeline folder (or hub id) with a
+        UNet, a scheduler and optionally an autoencoder (`vae/` or `vqvae/`, e.g. an `LDMPipeline`).
 
         Components are loaded here rather than by diffusers, which resolves a component's class only from the
         libraries it knows; the UNet goes through `load_unet`, the scheduler and autoencoder must be diffusers
@@ -86,20 +88,27 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         """
         folder = Path(source) if Path(source).is_dir() else Path(cls.download(str(source)))
         index = cls.load_config(str(folder))
-        components = {}
-        for name in ("unet", "scheduler", "vae"):
-            library, class_name = index.get(name) or (None, None)
-            if class_name is None:
-                components[name] = None
-            elif name == "unet":
-                components[name] = load_unet(folder / name)
-            elif library == "diffusers" and hasattr(diffusers, class_name):
-                components[name] = getattr(diffusers, class_name).from_pretrained(folder / name)
-            else:
-                raise ValueError(
-                    f"{folder}: component {name} is [{library}, {class_name}], not a diffusers class"
-                )
-        return cls(**components)
+        vae_name = "vqvae" if "vqvae" in index else "vae"
+        vae_class = (index.get(vae_name) or (None, None))[1]
+        if vae_class is None:
+            vae = None
+        elif index.get("_class_name") == cls.__name__:
+            vae = _diffusers_component(folder, index, vae_name)
+        elif vae_class in AUTOENCODER_KINDS:
+            # A foreign pipeline's autoencoder config may not hold the scale its UNet was trained with
+            # (LDM trains on unscaled VQ latents); load_autoencoder knows the conventions and records it.
+            from slimdiff.autoencoders import load_autoencoder
+
+            vae = load_autoencoder(AUTOENCODER_KINDS[vae_class], str(folder / vae_name)).model
+        else:
+            raise ValueError(
+                f"{folder}: autoencoder {vae_class} is not one of {', '.join(AUTOENCODER_KINDS)}"
+            )
+        return cls(
+            unet=load_unet(folder / "unet"),
+            scheduler=_diffusers_component(folder, index, "scheduler"),
+            vae=vae,
+        )
 
     def _conditioning(
         self,
@@ -236,15 +245,26 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         return (x / 2 + 0.5).clamp(0, 1)
 
 
+def _diffusers_component(folder: Path, index: dict, name: str):
+    library, class_name = index.get(name) or (None, None)
+    if library != "diffusers" or not hasattr(diffusers, str(class_name)):
+        raise ValueError(f"{folder}: component {name} is [{library}, {class_name}], not a diffusers class")
+    return getattr(diffusers, class_name).from_pretrained(folder / name)
+
+
 def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:
-    """The pipeline in `source`: a saved SlimDiffusionPipeline folder, a slimdiff run folder (its `model/`), or
-    a bare UNet folder / hub id, which gets the training scheduler (DESIGN §4) and no autoencoder."""
+    """The pipeline in `source`: a pipeline folder (slimdiff's or diffusers', see `from_pretrained`), a slimdiff
+    run folder (its `model/`), or a bare UNet folder, which gets the training scheduler (DESIGN §4) and no
+    autoencoder. A hub id is loaded as a pipeline repository, else as a bare UNet."""
     path = Path(source)
     for folder in (path, path / "model"):
         if (folder / "model_index.json").is_file():
-            index = DiffusionPipeline.load_config(str(folder))
-            if index.get("_class_name") == SlimDiffusionPipeline.__name__:
-                return SlimDiffusionPipeline.from_pretrained(folder)
+            return SlimDiffusionPipeline.from_pretrained(folder)
+    if not path.exists() and str(source).count("/") == 1:
+        try:
+            return SlimDiffusionPipeline.from_pretrained(str(source))
+        except OSError:
+            pass  # not a pipeline repository (or offline): try it as a bare UNet
     from slimdiff.noise import training_scheduler
 
     return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())
