@@ -124,6 +124,9 @@ def start_checkpoint(folder: Path, step: int) -> Path:
 
 
 def write_rng(tmp: Path, process: int) -> None:
+    # On nodes that do not share the run folder's file system the folder does not exist yet; such a node's
+    # RNG state then stays local and a resume there starts from fresh RNG state (data and noise do not depend on it).
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / f"rng-{process}.json").write_text(json.dumps(rng_state()))
 
 
