@@ -116,6 +116,7 @@ def test_model_eval_generates_and_measures_the_model(model_dir, tmp_path):
         (["--metrics", "fid,bogus"], "unknown metric(s) bogus"),
         (["--metrics", "swd"], "need real images: pass --data"),
         (["--metrics", "macs", "--size", "32"], "drop --size or set it to 16"),
+        (["--metrics", "macs", "--sampler", "rk4"], "unknown sampler 'rk4'"),
     ],
 )
 def test_user_mistakes_on_a_model_are_one_line(model_dir, tmp_path, args, message):

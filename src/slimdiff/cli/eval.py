@@ -274,6 +274,10 @@ def eval_command(
     unknown = [m for m in wanted if m not in METRICS]
     if unknown or not wanted:
         fail(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(METRICS)}")
+    from slimdiff.samplers import SAMPLERS
+
+    if sampler is not None and sampler not in SAMPLERS:
+        fail(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
     is_model = _is_model(target)
     if not is_model and not Path(target).is_dir():
         fail(f"{target} is neither a model nor a folder of images")
@@ -310,6 +314,12 @@ def eval_command(
         if size not in (None, model_size):
             fail(f"the model makes {model_size}² images; drop --size or set it to {model_size}")
         options["size"] = model_size
+        conditional = getattr(pipeline.unet.config, "cross_attention_dim", None) is not None
+        if conditional and (NEEDS_DATA - {"eps-spectrum"}) & set(wanted):
+            fail(
+                f"{target} is a conditional model and eval samples unconditionally: generate with "
+                "`slimdiff sample --label/--prompt …`, then evaluate that folder of images"
+            )
     elif size is None:
         fail("reading a folder of images needs --size (the side images are resized to)")
     out.mkdir(parents=True, exist_ok=True)
