@@ -329,7 +329,7 @@ def eval_command(
 
 def run(options: dict, pipeline, out: Path) -> dict:
     """Load / generate images, run every wanted metric, write metrics.json and summary.md."""
-    from slimdiff.data import DataError, load_images
+    from slimdiff.data import load_images
     from slimdiff.images import save_grid
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -350,8 +350,8 @@ def run(options: dict, pipeline, out: Path) -> dict:
                 )
                 save_grid(ev.fake[:64], out / "samples.png")
                 ev.plots["samples"] = "samples.png"
-        except DataError as error:
-            fail(str(error))
+        except ValueError as error:  # bad data (DataError) or a sampling setting the pipeline refuses
+            fail(str(error).splitlines()[0])
         for name in wanted:
             try:
                 results.update(RUNNERS[name](ev))
