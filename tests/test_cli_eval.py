@@ -108,6 +108,7 @@ def test_model_eval_generates_and_measures_the_model(model_dir, tmp_path):
     assert results["params"] == count_params(unet) and results["macs"] > 0
     assert report["skipped"] == {}
     assert (out / "eps_spectrum.png").is_file() and (out / "samples.png").is_file()
+    assert "| 500–999 |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -104,3 +104,11 @@ def test_heat_map_plot(tmp_path):
     result = eps_error_spectrum(lambda x, t: torch.zeros_like(x), x0, SCHEDULER, buckets=3)
     path = plot_eps_spectrum({"zero": result, "half": result}, tmp_path / "eps.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_lists_every_bucket_and_the_mean():
+    x0 = _images()
+    result = eps_error_spectrum(lambda x, t: torch.zeros_like(x), x0, SCHEDULER, buckets=4)
+    rows = result.table()
+    assert len(rows) == 2 + 4 + 1 and rows[2].startswith("| 0–249 |") and rows[-1].startswith("| all |")
+    assert f"{result.high.mean():.4g}" in rows[-1]

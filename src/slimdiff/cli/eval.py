@@ -40,6 +40,7 @@ class Evaluation:
     pipeline: object | None = None
     plots: dict[str, str] = field(default_factory=dict)
     features: dict[str, Tensor] = field(default_factory=dict)  # Inception features, shared by FID and KID
+    tables: dict[str, list[str]] = field(default_factory=dict)  # extra markdown tables for summary.md
 
     def track(self, description: str, total: int) -> Callable[[int], None]:
         """A progress-bar task; the returned function advances it."""
@@ -173,6 +174,9 @@ def _eps_spectrum(ev: Evaluation) -> dict:
         progress=ev.track("ε-error spectrum", steps),
     )
     ev.plots["eps_spectrum"] = plot_eps_spectrum({"model": result}, ev.out / "eps_spectrum.png").name
+    ev.tables["ε-error spectrum per timestep bucket (cutoff {:g} Nyquist)".format(o["cutoff"])] = (
+        result.table()
+    )
     return {"eps_spectrum": result.summary()}
 
 
@@ -214,7 +218,7 @@ RUNNERS: dict[str, Callable[[Evaluation], dict]] = {
 }
 
 
-def _summary(options: dict, results: dict, skipped: dict, plots: dict) -> str:
+def _summary(options: dict, results: dict, skipped: dict, plots: dict, tables: dict[str, list[str]]) -> str:
     lines = [f"# Evaluation of `{options['target']}`", "", f"- data: `{options['data']}`"]
     lines += [
         f"- images: {options['n']} evaluated, {options.get('n_real', '—')} real, {options['size']}²",
@@ -223,6 +227,8 @@ def _summary(options: dict, results: dict, skipped: dict, plots: dict) -> str:
     lines += ["| metric | value |", "|---|---|"]
     for key, value in _flatten(results).items():
         lines.append(f"| {key} | {value:.6g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    for title, rows in tables.items():
+        lines += ["", f"{title}:", "", *rows]
     if skipped:
         lines += ["", "Not computed:", ""] + [f"- **{name}**: {why}" for name, why in skipped.items()]
     lines += [""] + [f"![{name}]({file})" for name, file in plots.items()]
@@ -365,7 +371,7 @@ def run(options: dict, pipeline, out: Path) -> dict:
                 )
     report = {"results": results, "skipped": skipped, "plots": ev.plots, "config": options}
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "summary.md").write_text(_summary(options, results, skipped, ev.plots))
+    (out / "summary.md").write_text(_summary(options, results, skipped, ev.plots, ev.tables))
     for key, value in _flatten(results).items():
         console.print(f"{key:32s} {value:.6g}" if isinstance(value, float) else f"{key:32s} {value}")
     console.print(f"wrote {out / 'metrics.json'} and {out / 'summary.md'}")

@@ -52,6 +52,16 @@ class EpsSpectrum:
             ],
         }
 
+    def table(self) -> list[str]:
+        """Markdown rows: the low/high error per timestep bucket and overall."""
+        rows = ["| timesteps | low-frequency error | high-frequency error |", "|---|---|---|"]
+        for a, b, lo, hi in zip(
+            self.bucket_edges[:-1], self.bucket_edges[1:], self.low, self.high, strict=True
+        ):
+            rows.append(f"| {a}–{b - 1} | {lo:.4g} | {hi:.4g} |")
+        rows.append(f"| all | {self.low.mean():.4g} | {self.high.mean():.4g} |")
+        return rows
+
 
 def _predict(model: nn.Module | Callable, x_t: Tensor, t: Tensor) -> Tensor:
     out = model(x_t, t)
