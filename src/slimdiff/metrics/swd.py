@@ -70,29 +70,27 @@ def _extract_patches(level: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
     return patches.permute(0, 1, 4, 2, 3).reshape(-1, level.shape[1], PATCH, PATCH)
 
 
-def pyramid_descriptors(
+def level_descriptors(
     images: Tensor,
+    level: int,
     patches_per_image: int = 128,
     min_resolution: int = 16,
     seed: int = 0,
     batch_size: int = 256,
-) -> list[Tensor]:
-    """Per pyramid level, the (N·P, C, 7, 7) patch descriptors of a set of (N, C, H, W) images."""
+) -> Tensor:
+    """The (N·P, C, 7, 7) patch descriptors of pyramid level `level` (0 = finest) of (N, C, H, W) images.
+    One level at a time keeps memory to one level's descriptors; the pyramid itself is cheap to redo."""
     if images.ndim != 4 or min(images.shape[-2:]) < PATCH:
         raise ValueError(f"SWD needs (N, C, H, W) images at least {PATCH}×{PATCH}, got {tuple(images.shape)}")
-    per_level: list[list[Tensor]] = []
-    positions: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+    chunks, positions = [], None
     for start in range(0, images.shape[0], batch_size):
-        levels = laplacian_pyramid(images[start : start + batch_size].float(), min_resolution)
-        per_level = per_level or [[] for _ in levels]
-        for i, level in enumerate(levels):
-            h, w = level.shape[-2:]
-            if (h, w) not in positions:
-                positions[(h, w)] = _patch_positions(images.shape[0], h, w, patches_per_image, seed + i)
-            ys, xs = positions[(h, w)]
-            stop = start + level.shape[0]
-            per_level[i].append(_extract_patches(level, ys[start:stop], xs[start:stop]))
-    return [torch.cat(chunks) for chunks in per_level]
+        band = laplacian_pyramid(images[start : start + batch_size].float(), min_resolution)[level]
+        if positions is None:
+            positions = _patch_positions(images.shape[0], *band.shape[-2:], patches_per_image, seed + level)
+        ys, xs = positions
+        stop = start + band.shape[0]
+        chunks.append(_extract_patches(band, ys[start:stop], xs[start:stop]))
+    return torch.cat(chunks)
 
 
 def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 512, seed: int = 0) -> float:
@@ -102,7 +100,7 @@ def sliced_wasserstein(a: Tensor, b: Tensor, directions: int = 512, seed: int = 
         raise ValueError(f"descriptor sets must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     d = torch.randn(a.shape[1], directions, generator=torch.Generator().manual_seed(seed))
     d = d / d.norm(dim=0, keepdim=True)
-    chunk = max(1, 2**24 // len(a))  # directions per pass: keeps each projection matrix near 64 MiB
+    chunk = max(1, 2**22 // len(a))  # directions per pass: keeps each projection matrix near 16 MiB
     total = 0.0
     for start in range(0, directions, chunk):
         part = d[:, start : start + chunk].T
@@ -129,11 +127,11 @@ def swd(
             f"real and fake images differ in shape: {tuple(real.shape[1:])} vs {tuple(fake.shape[1:])}"
         )
     kwargs = {"patches_per_image": patches_per_image, "min_resolution": min_resolution, "seed": seed}
-    real_levels = pyramid_descriptors(real, **kwargs)
-    fake_levels = pyramid_descriptors(fake, **kwargs)
+    shapes = [band.shape[-2:] for band in laplacian_pyramid(real[:1].float(), min_resolution)]
     g = torch.Generator().manual_seed(seed)
     result: dict[str, float] = {}
-    for i, (a, b) in enumerate(zip(real_levels, fake_levels, strict=True)):
+    for i, (h, w) in enumerate(shapes):
+        a, b = level_descriptors(real, i, **kwargs), level_descriptors(fake, i, **kwargs)
         # Unequal set sizes: compare equally many descriptors, drawn at random from the larger set.
         n = min(len(a), len(b))
         a = a[torch.randperm(len(a), generator=g)[:n]] if len(a) > n else a
@@ -141,7 +139,6 @@ def swd(
         mean = a.mean(dim=(0, 2, 3), keepdim=True)
         std = a.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
         a, b = a.sub_(mean).div_(std).flatten(1), b.sub_(mean).div_(std).flatten(1)  # in place: large sets
-        h, w = (real.shape[-2] >> i, real.shape[-1] >> i)
         result[f"{h}x{w}"] = 1e3 * sliced_wasserstein(a, b, directions, seed=seed + i)
     result["mean"] = sum(result.values()) / len(result)
     return result
