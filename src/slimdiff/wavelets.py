@@ -9,14 +9,14 @@ For every 2×2 block [[a, b], [c, d]] the four sub-bands are
 
 so `dwt2(x)` equals `pywt.dwt2(x, "haar")` band for band, and `idwt2` is its exact inverse.
 
-`gated_dwt2` and `gated_idwt2` are the wavelet-gating forms of the two transforms: band weights per sample
-and channel, computed as one grouped (transposed) convolution instead of a dozen element-wise passes.
+`gated_dwt2` and `gated_idwt2` are the wavelet-gating forms of the two transforms, with band weights per
+sample and channel: computed directly on the 2×2 blocks in one to four passes instead of about twenty
+element-wise ones (and without batch-dependent convolution groups, so ONNX export keeps a dynamic batch).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 
 def _check_rank(x: torch.Tensor) -> None:
@@ -66,17 +66,18 @@ def idwt2(ll: torch.Tensor, lh: torch.Tensor, hl: torch.Tensor, hh: torch.Tensor
 
 def _haar_taps(gates: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
     # Σ_b g_b · band_b weighs the four pixels of every 2×2 block by the IDWT of the four gates, so a gated
-    # transform is a 2×2, stride-2 filter per sample and channel: B·4·C gates → (B·C, 1, 2, 2) taps.
-    bands = gates.reshape(batch, 4, channels, 1, 1).unbind(1)
-    return idwt2(*bands).reshape(batch * channels, 1, 2, 2)
+    # transform is a 2×2 filter per sample and channel: B·4·C gates → (B, C, 2, 2) taps.
+    return idwt2(*gates.reshape(batch, 4, channels, 1, 1).unbind(1))
 
 
 def gated_dwt2(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
     """Σ_b g_b ⊙ DWT(x)_b for (B, C, H, W) `x` and (B, 4, C[, 1, 1]) `gates` (LL, LH, HL, HH) → (B, C, H/2, W/2)."""
     _check_even(x)
-    b, c, h, w = x.shape
-    taps = _haar_taps(gates, b, c)
-    return F.conv2d(x.reshape(1, b * c, h, w), taps, stride=2, groups=b * c).view(b, c, h // 2, w // 2)
+    taps = _haar_taps(gates, *x.shape[:2])[..., None, None]
+    out = x[..., 0::2, 0::2] * taps[:, :, 0, 0]
+    for p, q in ((0, 1), (1, 0), (1, 1)):
+        out = torch.addcmul(out, x[..., p::2, q::2], taps[:, :, p, q])
+    return out
 
 
 def gated_idwt2(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
@@ -85,6 +86,5 @@ def gated_idwt2(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
     _check_rank(x)
     b, c, h, w = x.shape
     taps = _haar_taps(gates, b, c)
-    return F.conv_transpose2d(x.reshape(1, b * c, h, w), taps, stride=2, groups=b * c).view(
-        b, c, 2 * h, 2 * w
-    )
+    # Every 2×2 output block is x times the taps: one broadcast multiply straight into the interleaved layout.
+    return (x.reshape(b, c, h, 1, w, 1) * taps.reshape(b, c, 1, 2, 1, 2)).reshape(b, c, 2 * h, 2 * w)
