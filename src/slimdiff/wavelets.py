@@ -10,8 +10,9 @@ For every 2×2 block [[a, b], [c, d]] the four sub-bands are
 so `dwt2(x)` equals `pywt.dwt2(x, "haar")` band for band, and `idwt2` is its exact inverse.
 
 `gated_dwt2` and `gated_idwt2` are the wavelet-gating forms of the two transforms, with band weights per
-sample and channel: computed directly on the 2×2 blocks in one to four passes instead of about twenty
-element-wise ones (and without batch-dependent convolution groups, so ONNX export keeps a dynamic batch).
+sample and channel, computed directly on the 2×2 blocks in one to four passes instead of about twenty
+element-wise ones. (A grouped convolution would be faster still, but its groups would depend on the batch
+size, which ONNX cannot express.)
 """
 
 from __future__ import annotations
