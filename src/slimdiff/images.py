@@ -31,9 +31,11 @@ def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Ima
     return Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas)
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, upscale: int = 1) -> Path:
+def save_grid(
+    images: torch.Tensor, path: str | Path, nrow: int | None = None, upscale: int = 1, padding: int = 2
+) -> Path:
     """Write a PNG grid of `images`; `upscale` enlarges small images (nearest) so a person can see them."""
-    picture = grid(images, nrow)
+    picture = grid(images, nrow, padding)
     if upscale > 1:
         picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
     path = Path(path)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from slimdiff.autoencoders import Autoencoder
 from slimdiff.config import Config
+from slimdiff.images import save_grid
 from slimdiff.noise import training_scheduler
 
 
@@ -32,27 +31,16 @@ def _pipeline(unet: nn.Module, autoencoder: Autoencoder):
 
 def write_samples(unet: nn.Module, ema, autoencoder: Autoencoder, config: Config, path: Path) -> None:
     """A grid of `run.sample_count` DDIM samples from the EMA weights, from fixed noise (comparable over time)."""
-    from PIL import Image
-
     pipe = _pipeline(ema_unet(unet, ema), autoencoder)
     generator = torch.Generator().manual_seed(config.train.seed)
-    n = config.run.sample_count
     images = pipe(
-        batch_size=n,
+        batch_size=config.run.sample_count,
         num_inference_steps=config.run.sample_steps,
         sampler="ddim",
         generator=generator,
-        output_type="np",
+        output_type="pt",
     ).images
-    columns = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    h, w = images.shape[1:3]
-    grid = np.ones((rows * h, columns * w, 3), dtype=np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
+    save_grid(images * 2 - 1, path, padding=0)
 
 
 def export_model(unet: nn.Module, ema, autoencoder: Autoencoder, folder: Path) -> None:

@@ -53,39 +53,32 @@ class Preset:
         return inputs
 
 
-def _unconditional(base: int, mult, attention, *, sample_size, channels, head_dim, slim, **extra) -> dict:
-    levels = len(mult)
-    down = tuple("AttnDownBlock2D" if attention[i] else "DownBlock2D" for i in range(levels))
-    up = tuple("AttnUpBlock2D" if attention[i] else "UpBlock2D" for i in reversed(range(levels)))
+def _unet_config(
+    base: int,
+    mult,
+    attention,
+    *,
+    sample_size: int,
+    channels: int,
+    heads,
+    slim: bool,
+    conditional: bool = False,
+    **extra,
+) -> dict:
+    """A diffusers UNet config: block widths base × mult, attention (or cross-attention) where `attention`."""
+    kind = "CrossAttn" if conditional else "Attn"
+    levels = range(len(mult))
     return {
         "sample_size": sample_size,
         "in_channels": channels,
         "out_channels": channels,
         "block_out_channels": tuple(base * m for m in mult),
-        "down_block_types": down,
-        "up_block_types": up,
-        "layers_per_block": 2,
-        "attention_head_dim": head_dim,
-        "norm_num_groups": 32,
-        "wavelet_gating": slim,
-        **extra,
-    }
-
-
-def _conditional(base: int, mult, attention, *, sample_size, channels, heads, context_dim, slim, **extra) -> dict:
-    levels = len(mult)
-    down = tuple("CrossAttnDownBlock2D" if attention[i] else "DownBlock2D" for i in range(levels))
-    up = tuple("CrossAttnUpBlock2D" if attention[i] else "UpBlock2D" for i in reversed(range(levels)))
-    return {
-        "sample_size": sample_size,
-        "in_channels": channels,
-        "out_channels": channels,
-        "block_out_channels": tuple(base * m for m in mult),
-        "down_block_types": down,
-        "up_block_types": up,
+        "down_block_types": tuple(f"{kind}DownBlock2D" if attention[i] else "DownBlock2D" for i in levels),
+        "up_block_types": tuple(
+            f"{kind}UpBlock2D" if attention[i] else "UpBlock2D" for i in reversed(levels)
+        ),
         "layers_per_block": 2,
         "attention_head_dim": heads,
-        "cross_attention_dim": context_dim,
         "norm_num_groups": 32,
         "wavelet_gating": slim,
         **extra,
@@ -94,21 +87,21 @@ def _conditional(base: int, mult, attention, *, sample_size, channels, heads, co
 
 def _f4(base: int, slim: bool) -> dict:
     # CompVis ldm f4 (FFHQ / CelebA-HQ / Bedroom): 64×64×3 latents, mult 1,2,3,4, attention below level 0.
-    return _unconditional(
-        base, (1, 2, 3, 4), (False, True, True, True), sample_size=64, channels=3, head_dim=32, slim=slim
+    return _unet_config(
+        base, (1, 2, 3, 4), (False, True, True, True), sample_size=64, channels=3, heads=32, slim=slim
     )
 
 
 def _kl8(base: int, slim: bool) -> dict:
     # CompVis ldm kl8 (Church): 32×32×4 latents, mult 1,2,2,4,4, attention at 32/16/8/4, 8 heads,
     # scale-shift norm and res-block up/down-sampling.
-    return _unconditional(
+    return _unet_config(
         base,
         (1, 2, 2, 4, 4),
         (True, True, True, True, False),
         sample_size=32,
         channels=4,
-        head_dim=base // 8,
+        heads=base // 8,
         slim=slim,
         resnet_time_scale_shift="scale_shift",
         downsample_type="resnet",
@@ -120,14 +113,15 @@ def _cin(base: int, slim: bool) -> dict:
     # CompVis cin256-v2: 64×64×3 VQ-f4 latents, mult 1,2,3,5, cross-attention at ds 2/4/8 with 32-dim heads
     # over a one-token class context (1000 classes + the "no class" row) of width 512.
     mult = (1, 2, 3, 5)
-    return _conditional(
+    return _unet_config(
         base,
         mult,
         (False, True, True, True),
         sample_size=64,
         channels=3,
         heads=tuple(base * m // 32 for m in mult),
-        context_dim=512,
+        cross_attention_dim=512,
+        conditional=True,
         slim=slim,
         num_context_classes=1000,
     )
@@ -135,14 +129,15 @@ def _cin(base: int, slim: bool) -> dict:
 
 def _txt(base: int, slim: bool) -> dict:
     # Stable-Diffusion-style text UNet on KL-f8 latents (32×32×4 at 256 px), CLIP ViT-L/14 context 77×768.
-    return _conditional(
+    return _unet_config(
         base,
         (1, 2, 4, 4),
         (True, True, True, False),
         sample_size=32,
         channels=4,
         heads=8,
-        context_dim=768,
+        cross_attention_dim=768,
+        conditional=True,
         slim=slim,
     )
 
@@ -150,8 +145,8 @@ def _txt(base: int, slim: bool) -> dict:
 def _tiny(base: int, slim: bool) -> dict:
     # CPU-sized, 32×32 pixel space: used by tests, the demo and the small-scale study.
     return {
-        **_unconditional(
-            base, (1, 2, 2), (False, False, True), sample_size=32, channels=3, head_dim=base, slim=slim
+        **_unet_config(
+            base, (1, 2, 2), (False, False, True), sample_size=32, channels=3, heads=base, slim=slim
         ),
         "norm_num_groups": 8,
     }
@@ -162,19 +157,53 @@ M = 1e6
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("ldm-f4", "LDM teacher, VQ-f4 64×64×3", _f4(224, False), params_paper=274.1 * M, macs_paper=96.1 * G),
-        Preset("lite-ldm-f4", "LDM, base 64, VQ-f4", _f4(64, False), params_paper=22.4 * M, macs_paper=7.9 * G),
-        Preset("sd-f4", "Spectral Diffusion, VQ-f4", _f4(64, True), params_paper=21.1 * M, macs_paper=6.7 * G),
-        Preset("ldm-kl8", "LDM teacher, KL-f8 32×32×4", _kl8(192, False), params_paper=295.0 * M, macs_paper=18.7 * G),
-        Preset("lite-ldm-kl8", "LDM, base 64, KL-f8", _kl8(64, False), params_paper=32.8 * M, macs_paper=2.1 * G),
-        Preset("sd-kl8", "Spectral Diffusion, KL-f8", _kl8(64, True), params_paper=33.8 * M, macs_paper=2.1 * G),
         Preset(
-            "ldm-cin", "LDM-CFG ImageNet", _cin(192, False), True, 1, params_paper=400.9 * M, macs_paper=99.8 * G
+            "ldm-f4",
+            "LDM teacher, VQ-f4 64×64×3",
+            _f4(224, False),
+            params_paper=274.1 * M,
+            macs_paper=96.1 * G,
         ),
         Preset(
-            "lite-ldm-cin", "LDM-CFG, base 64", _cin(64, False), True, 1, params_paper=47.0 * M, macs_paper=11.1 * G
+            "lite-ldm-f4", "LDM, base 64, VQ-f4", _f4(64, False), params_paper=22.4 * M, macs_paper=7.9 * G
         ),
-        Preset("sd-cin", "SD-CFG ImageNet", _cin(64, True), True, 1, params_paper=45.4 * M, macs_paper=9.9 * G),
+        Preset(
+            "sd-f4", "Spectral Diffusion, VQ-f4", _f4(64, True), params_paper=21.1 * M, macs_paper=6.7 * G
+        ),
+        Preset(
+            "ldm-kl8",
+            "LDM teacher, KL-f8 32×32×4",
+            _kl8(192, False),
+            params_paper=295.0 * M,
+            macs_paper=18.7 * G,
+        ),
+        Preset(
+            "lite-ldm-kl8", "LDM, base 64, KL-f8", _kl8(64, False), params_paper=32.8 * M, macs_paper=2.1 * G
+        ),
+        Preset(
+            "sd-kl8", "Spectral Diffusion, KL-f8", _kl8(64, True), params_paper=33.8 * M, macs_paper=2.1 * G
+        ),
+        Preset(
+            "ldm-cin",
+            "LDM-CFG ImageNet",
+            _cin(192, False),
+            True,
+            1,
+            params_paper=400.9 * M,
+            macs_paper=99.8 * G,
+        ),
+        Preset(
+            "lite-ldm-cin",
+            "LDM-CFG, base 64",
+            _cin(64, False),
+            True,
+            1,
+            params_paper=47.0 * M,
+            macs_paper=11.1 * G,
+        ),
+        Preset(
+            "sd-cin", "SD-CFG ImageNet", _cin(64, True), True, 1, params_paper=45.4 * M, macs_paper=9.9 * G
+        ),
         Preset("sd-txt", "SD text-to-image, CLIP 77×768", _txt(96, True), True, 77, params_paper=77.6 * M),
         Preset("tiny-teacher", "CPU-sized teacher, 32×32×3 pixels", _tiny(32, False)),
         Preset("tiny-lite", "CPU-sized Lite baseline", _tiny(16, False)),
