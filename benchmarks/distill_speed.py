@@ -9,23 +9,14 @@ projectors, ω and FFTs add little. All variants run interleaved in one process;
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
 
-from benchmarks.machine import describe_machine, write_result
+from benchmarks.machine import describe_machine, interleaved_medians, write_result
 from slimdiff.distill import SpectralDistillation, frequency_loss, spatial_loss, spectral_weight
 from slimdiff.models.presets import get_preset
 from slimdiff.noise import training_scheduler
-
-
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -84,13 +75,7 @@ def main() -> None:
         "distillation step": distill_step,
         "distillation losses alone": loss_only,
     }
-    for fn in variants.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, fn in variants.items():
-            times[name].append(timed(fn))
-    med = {name: statistics.median(v) for name, v in times.items()}
+    med = interleaved_medians(variants, args.repeats)
     bound = med["teacher forward"] + med["plain student step"]
     ratio = med["distillation step"] / bound
 

@@ -1,11 +1,14 @@
-"""What every benchmark result records: the command, the machine, the date."""
+"""What every benchmark shares: interleaved timing, and a result file with the command, the machine, the date."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,3 +43,17 @@ def write_result(name: str, body: str, machine: str | None = None) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(header + body.rstrip() + "\n")
     return path
+
+
+def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each variant, after one warm-up call each, timed in interleaved rounds so
+    that load from other processes hits every variant alike."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

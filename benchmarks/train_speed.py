@@ -12,9 +12,7 @@ medians are reported.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from benchmarks.machine import describe_machine, write_result
+from benchmarks.machine import describe_machine, interleaved_medians, write_result
 from slimdiff.data import make_dataset
 from slimdiff.models.presets import get_preset
 from slimdiff.objective import EpsilonObjective
@@ -70,12 +68,6 @@ def loader_fn(source: str, batch: int, batches: int) -> Callable[[], None]:
     return load
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -102,14 +94,9 @@ def main() -> None:
             loader_fn(folder, batch, data_batches),
             batch * data_batches,
         )
-        for fn, _ in variants.values():  # warm-up
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, (fn, _) in variants.items():
-                times[name].append(timed(fn))
+        seconds = interleaved_medians({name: fn for name, (fn, _) in variants.items()}, args.repeats)
 
-    rate = {name: variants[name][1] / statistics.median(v) for name, v in times.items()}
+    rate = {name: variants[name][1] / seconds[name] for name in variants}
     slim = rate["train step tiny-sd"]
     lines = [
         f"batch {batch}, 32×32 pixel space, median of {args.repeats} interleaved repeats "
