@@ -8,11 +8,11 @@ import torch
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
-from slimdiff.metrics.complexity import count_macs, count_params
+from slimdiff.metrics.complexity import count_macs_by_kind, count_params
 from slimdiff.models.presets import PRESETS, get_preset
 
 runner = CliRunner()
-ROW_KEYS = {"preset", "params", "params_paper", "macs", "macs_paper", "steps_per_s"}
+ROW_KEYS = {"preset", "params", "params_paper", "macs", "attention_macs", "macs_paper", "steps_per_s"}
 
 
 def _rows(*args: str) -> list[dict]:
@@ -40,7 +40,9 @@ def test_json_rows_have_the_documented_keys_and_values():
     torch.manual_seed(0)
     model = tiny.build()
     assert rows[0]["params"] == count_params(model)
-    assert rows[0]["macs"] == count_macs(model, tiny.example_inputs(1))
+    kinds = count_macs_by_kind(model, tiny.example_inputs(1))
+    assert (rows[0]["macs"], rows[0]["attention_macs"]) == (kinds["conv_linear"], kinds["attention"])
+    assert rows[0]["attention_macs"] > 0
     assert (
         rows[0]["params_paper"] is None and rows[0]["macs_paper"] is None and rows[0]["steps_per_s"] is None
     )
@@ -66,7 +68,7 @@ def test_a_local_model_folder_is_profiled(tmp_path):
     (row,) = _rows(str(tmp_path), "--seconds", "0")
     assert row["preset"] == str(tmp_path)
     assert row["params"] == count_params(model) and row["params_paper"] is None
-    assert row["macs"] == count_macs(model, get_preset("tiny-sd").example_inputs(1))
+    assert row["macs"] == count_macs_by_kind(model, get_preset("tiny-sd").example_inputs(1))["conv_linear"]
 
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):

@@ -11,15 +11,8 @@ from helpers_models import macs_by_kind, on_meta, small_condition_unet, small_un
 from ptflops import get_model_complexity_info
 from torch import nn
 
-from slimdiff.metrics.complexity import count_macs, count_params, steps_per_second
+from slimdiff.metrics.complexity import count_macs, count_macs_by_kind, count_params, steps_per_second
 from slimdiff.models.presets import get_preset
-
-# count_macs counts the attention matmuls only where diffusers exposes `attn_processors`
-# (UNet2DConditionModel); a UNet2DModel or a bare Attention layer runs the fused CPU kernel, which
-# FlopCounterMode does not see. These tests state the intended behaviour and fail loudly once it is fixed.
-ATTENTION_NOT_COUNTED = pytest.mark.xfail(
-    strict=True, reason="count_macs misses scaled_dot_product_attention outside UNet2DConditionModel"
-)
 
 
 def test_conv_macs_closed_form():
@@ -40,7 +33,6 @@ def _attention_closed_form(batch: int, tokens: int, dim: int, heads: int, head_d
     return projections + 2 * batch * heads * tokens * tokens * head_dim  # QKᵀ and AV
 
 
-@ATTENTION_NOT_COUNTED
 def test_attention_macs_closed_form():
     layer = Attention(query_dim=32, heads=4, dim_head=8)
     macs = count_macs(layer, {"hidden_states": torch.randn(2, 10, 32)})
@@ -55,9 +47,13 @@ def test_condition_model_counts_attention_matmuls():
     conv_linear, attention = macs_by_kind(meta, {k: v.to("meta") for k, v in inputs.items()})
     assert attention > 0
     assert count_macs(model, inputs) == conv_linear + attention
+    assert count_macs_by_kind(model, inputs) == {
+        "conv_linear": conv_linear,
+        "attention": attention,
+        "total": conv_linear + attention,
+    }
 
 
-@ATTENTION_NOT_COUNTED
 def test_unconditional_model_counts_attention_matmuls():
     model = small_unet()
     inputs = unet_inputs(model, batch=1)

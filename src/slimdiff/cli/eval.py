@@ -182,18 +182,15 @@ def _eps_spectrum(ev: Evaluation) -> dict:
 def _example_inputs(unet, batch: int) -> dict:
     from slimdiff.models.presets import Preset
 
-    cfg = dict(unet.config)
-    conditional = cfg.get("cross_attention_dim") is not None
-    return Preset("model", "", cfg, conditional, context_tokens=77 if conditional else 0).example_inputs(
-        batch
-    )
+    return Preset.of_model("model", unet).example_inputs(batch)
 
 
 def _macs(ev: Evaluation) -> dict:
-    from slimdiff.metrics.complexity import count_macs, count_params
+    from slimdiff.metrics.complexity import count_macs_by_kind, count_params
 
     unet = _model_only(ev)
-    return {"params": count_params(unet), "macs": count_macs(unet, _example_inputs(unet, 1))}
+    kinds = count_macs_by_kind(unet, _example_inputs(unet, 1))
+    return {"params": count_params(unet), "macs": kinds["conv_linear"], "attention_macs": kinds["attention"]}
 
 
 def _throughput(ev: Evaluation) -> dict:

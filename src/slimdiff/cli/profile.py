@@ -10,7 +10,7 @@ from rich.progress import track
 from rich.table import Table
 
 from slimdiff.cli.app import app, console, fail
-from slimdiff.metrics.complexity import count_macs, count_params, steps_per_second
+from slimdiff.metrics.complexity import count_macs_by_kind, count_params, steps_per_second
 from slimdiff.models.presets import PRESETS, Preset
 
 
@@ -25,10 +25,13 @@ def _fmt(value: float | None, unit: float, suffix: str) -> str:
 def _preset_for_model(path: Path) -> Preset:
     from slimdiff.models.loading import load_unet
 
-    model = load_unet(path)
-    cfg = dict(model.config)
-    conditional = "cross_attention_dim" in cfg
-    return Preset(str(path), "local model", cfg, conditional, context_tokens=77 if conditional else 0)
+    return Preset.of_model(str(path), load_unet(path))
+
+
+def _macs(model, preset: Preset) -> dict:
+    # The paper counts convolutions and linear layers; attention matmuls are reported beside them.
+    kinds = count_macs_by_kind(model, preset.example_inputs(1))
+    return {"macs": kinds["conv_linear"], "attention_macs": kinds["attention"]}
 
 
 def profile_row(preset: Preset, batch: int, seconds: float) -> dict:
@@ -38,7 +41,7 @@ def profile_row(preset: Preset, batch: int, seconds: float) -> dict:
         "preset": preset.name,
         "params": count_params(model),
         "params_paper": preset.params_paper,
-        "macs": count_macs(model, preset.example_inputs(1)),
+        **_macs(model, preset),
         "macs_paper": preset.macs_paper,
         "steps_per_s": steps_per_second(model, inputs, min_seconds=seconds) if seconds > 0 else None,
     }
@@ -71,8 +74,10 @@ def profile(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"UNet complexity (MACs of one step; steps/s at batch {batch})")
-    for column in ("preset", "params", "paper", "Δ", "MACs", "paper", "Δ", "steps/s"):
+    table = Table(
+        title=f"MACs of one UNet step (conv + linear, as the paper counts; attention apart), steps/s at batch {batch}"
+    )
+    for column in ("preset", "params", "paper", "Δ", "MACs", "paper", "Δ", "+attention", "steps/s"):
         table.add_column(column, justify="left" if column == "preset" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
@@ -83,6 +88,7 @@ def profile(
             _fmt(r["macs"], 1e9, "G"),
             _fmt(r["macs_paper"], 1e9, "G"),
             _delta(r["macs"], r["macs_paper"]),
+            _fmt(r["attention_macs"], 1e9, "G"),
             "—" if r["steps_per_s"] is None else f"{r['steps_per_s']:.2f}",
         )
     console.print(table)

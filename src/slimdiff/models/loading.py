@@ -9,7 +9,8 @@ from diffusers import ModelMixin, UNet2DConditionModel, UNet2DModel
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 
 UNET_CLASSES: dict[str, type[ModelMixin]] = {
-    cls.__name__: cls for cls in (SlimUNet2DModel, SlimUNet2DConditionModel, UNet2DModel, UNet2DConditionModel)
+    cls.__name__: cls
+    for cls in (SlimUNet2DModel, SlimUNet2DConditionModel, UNet2DModel, UNet2DConditionModel)
 }
 
 
@@ -25,16 +26,22 @@ def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
         for subfolder in (None, "unet", "model/unet"):
             if (path / (subfolder or "") / "config.json").is_file():
                 return (str(path / "model"), "unet") if subfolder == "model/unet" else (str(path), subfolder)
-        raise FileNotFoundError(f"{path} holds no UNet: expected config.json in it, in unet/ or in model/unet/")
+        raise FileNotFoundError(
+            f"{path} holds no UNet: expected config.json in it, in unet/ or in model/unet/"
+        )
     if path.exists() or str(source).count("/") != 1:
-        raise FileNotFoundError(f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'")
+        raise FileNotFoundError(
+            f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'"
+        )
     for subfolder in ("unet", None):
         try:
             UNet2DModel.load_config(str(source), subfolder=subfolder, **hub_kwargs)
         except OSError:
             continue
         return str(source), subfolder
-    raise FileNotFoundError(f"no UNet config found for hub id {source!r} (offline, not cached, or no such repository)")
+    raise FileNotFoundError(
+        f"no UNet config found for hub id {source!r} (offline, not cached, or no such repository)"
+    )
 
 
 def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
@@ -43,5 +50,7 @@ def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
     config = UNet2DModel.load_config(location, subfolder=subfolder, **hub_kwargs)
     class_name = config.get("_class_name")
     if class_name not in UNET_CLASSES:
-        raise ValueError(f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}")
+        raise ValueError(
+            f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}"
+        )
     return UNET_CLASSES[class_name].from_pretrained(location, subfolder=subfolder, **hub_kwargs)

@@ -27,6 +27,13 @@ class Preset:
     macs_paper: float | None = None  # MACs of one UNet step, as reported in the paper
     tags: tuple[str, ...] = field(default_factory=tuple)
 
+    @classmethod
+    def of_model(cls, name: str, model: ModelMixin) -> Preset:
+        """A preset describing an existing UNet (for profiling): its config, a 77-token context if conditional."""
+        config = dict(model.config)
+        conditional = config.get("cross_attention_dim") is not None
+        return cls(name, "local model", config, conditional, context_tokens=77 if conditional else 0)
+
     @property
     def model_class(self) -> type[ModelMixin]:
         return SlimUNet2DConditionModel if self.conditional else SlimUNet2DModel

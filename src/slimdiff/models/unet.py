@@ -26,7 +26,9 @@ def _sampler_channels(sampler: nn.Module) -> int:
     channels = sampler.in_channels if isinstance(sampler, ResnetBlock2D) else sampler.channels
     out = getattr(sampler, "out_channels", channels)
     if out != channels:
-        raise ValueError(f"wavelet gating keeps the channel count, but {type(sampler).__name__} maps {channels}→{out}")
+        raise ValueError(
+            f"wavelet gating keeps the channel count, but {type(sampler).__name__} maps {channels}→{out}"
+        )
     return channels
 
 
@@ -34,7 +36,9 @@ def apply_wavelet_gating(unet: nn.Module, up_mode: str = "repeat", reduction: in
     """Replace every down-sampler of `unet` by WG-Down and every up-sampler by WG-Up, in place."""
     for block in unet.down_blocks:
         if getattr(block, "downsamplers", None) is not None:
-            block.downsamplers = nn.ModuleList(WGDown(_sampler_channels(s), reduction) for s in block.downsamplers)
+            block.downsamplers = nn.ModuleList(
+                WGDown(_sampler_channels(s), reduction) for s in block.downsamplers
+            )
     for block in unet.up_blocks:
         if getattr(block, "upsamplers", None) is not None:
             block.upsamplers = nn.ModuleList(
@@ -99,9 +103,13 @@ class SlimUNet2DConditionModel(UNet2DConditionModel):
     ):
         if self.class_context is not None and class_labels is not None:
             if encoder_hidden_states is not None:
-                raise ValueError("pass either class_labels or encoder_hidden_states to a class-context model, not both")
+                raise ValueError(
+                    "pass either class_labels or encoder_hidden_states to a class-context model, not both"
+                )
             encoder_hidden_states = self.class_context(class_labels)[:, None]
             class_labels = None
         if encoder_hidden_states is None:
-            raise ValueError("this model needs encoder_hidden_states (or class_labels for a class-context model)")
+            raise ValueError(
+                "this model needs encoder_hidden_states (or class_labels for a class-context model)"
+            )
         return super().forward(sample, timestep, encoder_hidden_states, class_labels, **kwargs)
