@@ -33,7 +33,7 @@ def describe_machine() -> str:
 def write_result(name: str, body: str, machine: str | None = None) -> Path:
     """Write benchmarks/results/<name>.md with the exact command, the machine and the date."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks." + name + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    command = " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]])
     header = (
         f"# {name}\n\n"
         f"- command: `{command}`\n"
