@@ -1,6 +1,6 @@
 """Time and memory of each evaluation metric on 1k and 10k 32×32 images.
 
-    .venv/bin/python benchmarks/metrics.py [--repeats 2] [--sizes 1000 10000]
+    python -m benchmarks.metrics [--repeats 2] [--sizes 1000 10000]
 
 Each (metric, N) case runs in its own process. Peak memory: the kernel's peak-RSS mark is reset once the
 inputs are made (Linux /proc/self/clear_refs), and the metric's peak above the resident size at that
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -23,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.machine import RESULTS, describe_machine
+
 CASES = (
     "spectrum",
     "swd",
@@ -139,18 +138,6 @@ def _reset_peak_rss() -> int:
     return _status_kib("VmRSS")
 
 
-def _machine() -> str:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -166,7 +153,7 @@ def main() -> None:
         for n in args.sizes:
             for case in CASES:
                 out = subprocess.run(
-                    [sys.executable, __file__, "--case", case, "--n", str(n)],
+                    [sys.executable, "-m", "benchmarks.metrics", "--case", case, "--n", str(n)],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -183,8 +170,8 @@ def main() -> None:
     lines = [
         "# Metric cost on 32×32 images",
         "",
-        f"Command: `.venv/bin/python benchmarks/metrics.py --repeats {args.repeats} --sizes {' '.join(map(str, args.sizes))}`",
-        f"Machine: {_machine()} (shared with other jobs: compare the ratios, not the seconds)",
+        f"Command: `python -m benchmarks.metrics --repeats {args.repeats} --sizes {' '.join(map(str, args.sizes))}`",
+        f"Machine: {describe_machine()} (shared with other jobs: compare the ratios, not the seconds)",
         "",
         "| metric | N | seconds (best of repeats) | × spectrum at same N | extra peak memory (MiB) | notes |",
         "|---|---|---|---|---|---|",
