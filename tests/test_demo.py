@@ -20,7 +20,14 @@ def test_demo_writes_a_complete_report(tmp_path):
     unet = get_preset("tiny-teacher").build(block_out_channels=(16, 32, 32), attention_head_dim=8)
     SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler()).save_pretrained(teacher)
     settings = DemoSettings(
-        out=tmp_path / "demo", teacher=str(teacher), student_steps=2, samples=8, sample_steps=2, held_out=8
+        out=tmp_path / "demo",
+        teacher=str(teacher),
+        student_steps=2,
+        batch_size=4,
+        samples=8,
+        sample_steps=2,
+        held_out=8,
+        timing_seconds=0.05,
     )
     report = run_demo(settings)
     folder = report.parent

@@ -44,19 +44,21 @@ class DemoSettings:
     teacher: str | None = None  # None: the shipped teacher, or train one when none is shipped
     teacher_steps: int = 1500  # only when a teacher is trained here
     student_steps: int = 800
+    batch_size: int = 32
     baseline: bool = True  # also train the student without a teacher, for comparison
     samples: int = 256
     sampler: str = "ddim"
     sample_steps: int = 50
     seed: int = 0
     held_out: int = 256  # clean crops for the prediction-error spectrum
+    timing_seconds: float = 1.0  # per steps/s measurement
 
 
-def _run_config(cls: type[Config], model: str, steps: int, folder: Path, **extra) -> Config:
+def _run_config(cls: type[Config], model: str, steps: int, batch: int, folder: Path, **extra) -> Config:
     return cls(
         model=model,
         data=DataConfig(source=DATA, size=SIZE),
-        train=TrainConfig(steps=steps, batch_size=32, warmup_steps=min(100, steps // 10)),
+        train=TrainConfig(steps=steps, batch_size=batch, warmup_steps=min(100, steps // 10)),
         run=RunConfig(dir=str(folder), checkpoint_every=steps, keep_checkpoints=1, sample_every=0),
         **extra,
     )
@@ -74,7 +76,7 @@ def _teacher(settings: DemoSettings, console: Console) -> Path:
         return run / "model"
     console.rule(f"training the tiny teacher ({settings.teacher_steps} steps)")
     shutil.rmtree(run, ignore_errors=True)  # an interrupted earlier attempt
-    train(_run_config(Config, "tiny-teacher", settings.teacher_steps, run))
+    train(_run_config(Config, "tiny-teacher", settings.teacher_steps, settings.batch_size, run))
     return run / "model"
 
 
@@ -106,13 +108,20 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     console.rule(f"distilling the SD student from the teacher ({settings.student_steps} steps)")
     section = DistillSection(teacher=str(teacher_path))
     train(
-        _run_config(DistillConfig, "tiny-sd", settings.student_steps, out / "student", distill=section),
+        _run_config(
+            DistillConfig,
+            "tiny-sd",
+            settings.student_steps,
+            settings.batch_size,
+            out / "student",
+            distill=section,
+        ),
         make_objective=make_objective(section, teacher),
     )
     models = {"teacher": teacher_path, "SD student (distilled)": out / "student" / "model"}
     if settings.baseline:
         console.rule(f"training the same slim model without a teacher ({settings.student_steps} steps)")
-        train(_run_config(Config, "tiny-sd", settings.student_steps, out / "baseline"))
+        train(_run_config(Config, "tiny-sd", settings.student_steps, settings.batch_size, out / "baseline"))
         models["SD (no distillation)"] = out / "baseline" / "model"
 
     console.rule("sampling and measuring")
@@ -148,7 +157,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
         metrics[name] = {
             "params": count_params(unet),
             "macs": count_macs(unet, probe),
-            "steps_per_s_batch64": steps_per_second(unet, batch, min_seconds=1.0),
+            "steps_per_s_batch64": steps_per_second(unet, batch, min_seconds=settings.timing_seconds),
             "swd_x1e3": distance,
             "spectrum_error": gap,
             "eps_spectrum": eps[name].summary(),

@@ -33,7 +33,14 @@ def demo_command(
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file; give a folder")
     settings = DemoSettings(
-        out, teacher, teacher_steps, student_steps, baseline, samples, "ddim", sample_steps, seed
+        out=out,
+        teacher=teacher,
+        teacher_steps=teacher_steps,
+        student_steps=student_steps,
+        baseline=baseline,
+        samples=samples,
+        sample_steps=sample_steps,
+        seed=seed,
     )
     try:
         run_demo(settings, console)
