@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 import yaml
-from helpers_train import make_image_folder, micro_config, one_thread, tiny_vq
+from helpers_train import MICRO_MODEL, make_image_folder, micro_config, one_thread, tiny_vq
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -124,6 +124,10 @@ def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path):
     assert (run / "model" / "unet").is_dir()
     with pytest.raises(TrainingError, match="trains"):
         train(config, resume="latest", progress=False)  # ε objective cannot take w
+    for change in ({"model": "tiny-sd"}, {"model_overrides": {**MICRO_MODEL, "block_out_channels": [8, 8]}}):
+        other = from_dict(Config, {**micro_config(run, steps=4, every=100), **change})
+        with pytest.raises(TrainingError, match="does not fit this run"):
+            train(other, make_objective=lambda unet: ScaledObjective(), resume="latest", progress=False)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -222,17 +222,25 @@ def _setup(config: Config, make_objective, accelerator, log) -> tuple[_Run, Data
 def _restore(run: _Run, checkpoint: Path) -> None:
     """Load a checkpoint into the run: weights, objective, optimiser, lr schedule, EMA, RNG, step."""
     accelerator = run.accelerator
-    saved = read_checkpoint(
-        checkpoint, accelerator.process_index, [n for n, _ in run.unet.named_parameters()]
-    )
-    run.unet.load_state_dict(saved["unet"])
     try:
+        saved = read_checkpoint(
+            checkpoint, accelerator.process_index, [n for n, _ in run.unet.named_parameters()]
+        )
+        if saved["state"]["model"] != run.config.model:
+            raise ValueError(
+                f"it was written for model {saved['state']['model']!r}, not {run.config.model!r}"
+            )
+        run.unet.load_state_dict(saved["unet"])
         load_trainable_state(run.objective, saved["objective"])
-    except ValueError as error:
-        raise TrainingError(str(error)) from None
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.lr_schedule.load_state_dict(saved["lr_schedule"])
-    run.ema.load_state_dict(saved["ema"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.lr_schedule.load_state_dict(saved["lr_schedule"])
+        run.ema.load_state_dict(saved["ema"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        reason = str(error).strip("'\"").splitlines()[0]
+        raise TrainingError(
+            f"cannot resume from {checkpoint}: it does not fit this run ({reason}); resume with the config "
+            "the run was started with (its config.yaml)"
+        ) from None
     run.step = saved["state"]["step"]
     if saved["rng"] is not None:
         set_rng_state(saved["rng"])

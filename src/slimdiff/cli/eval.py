@@ -51,7 +51,8 @@ def _is_model(path: str) -> bool:
     p = Path(path)
     if not p.exists():
         return True  # a hub id; load_pipeline says so clearly if it is not one
-    return any((p / name).is_file() for name in ("model_index.json", "config.json", "unet/config.json"))
+    markers = ("model_index.json", "config.json", "unet/config.json", "model/model_index.json")  # last: a run
+    return any((p / name).is_file() for name in markers)
 
 
 def _generate(ev: Evaluation) -> Tensor:
@@ -74,14 +75,8 @@ def _generate(ev: Evaluation) -> Tensor:
     return torch.cat(batches)
 
 
-def _read_folder(folder: str, size: int, n: int) -> Tensor:
-    from slimdiff.data import make_dataset
-
-    dataset = make_dataset(folder, size, length=n)
-    return torch.stack([dataset[i] for i in range(len(dataset))])
-
-
 def _inception_scores(ev: Evaluation, which: str) -> dict:
+    from slimdiff.latent_cache import source_fingerprint
     from slimdiff.metrics.fid import (
         INCEPTION_NAME,
         FIDUnavailable,
@@ -99,13 +94,9 @@ def _inception_scores(ev: Evaluation, which: str) -> dict:
         except FIDUnavailable as error:
             raise Skip(str(error)) from None
         o = ev.options
-        key = {
-            "data": o["data"],
-            "size": o["size"],
-            "n": len(ev.real),
-            "seed": o["seed"],
-            "features": INCEPTION_NAME,
-        }
+        # the fingerprint covers a folder's files (path, size, mtime), so changed data is never served stale
+        data = source_fingerprint(o["data"], o["size"], o["seed"] + 1, len(ev.real), "image")
+        key = {"data": data, "n": len(ev.real), "features": INCEPTION_NAME}
         features["real"] = cached_features(
             key,
             lambda: extract_features(ev.real, extractor, progress=ev.track("Inception (real)", len(ev.real))),
@@ -341,14 +332,15 @@ def run(options: dict, pipeline, out: Path) -> dict:
         wanted = options["metrics"]
         try:
             if NEEDS_DATA & set(wanted):
+                # seed + 1: built-in crops that differ from the training crops (seed 0 by default)
                 ev.real = load_images(
-                    options["data"], options["size"], options["n_real"], seed=options["seed"]
+                    options["data"], options["size"], options["n_real"], seed=options["seed"] + 1
                 )
             if (NEEDS_DATA - {"eps-spectrum"}) & set(wanted):
                 ev.fake = (
                     _generate(ev)
                     if pipeline is not None
-                    else _read_folder(options["target"], options["size"], options["n"])
+                    else load_images(options["target"], options["size"], options["n"], seed=options["seed"])
                 )
                 save_grid(ev.fake[:64], out / "samples.png")
                 ev.plots["samples"] = "samples.png"

@@ -29,8 +29,9 @@ class Preset:
 
     @classmethod
     def of_model(cls, name: str, model: ModelMixin) -> Preset:
-        """A preset describing an existing UNet (for profiling): its config, a 77-token context if conditional."""
-        config = dict(model.config)
+        """A preset describing an existing UNet (for profiling): its config, a 77-token context if conditional.
+        A plain diffusers UNet is the slim class without gates."""
+        config = {"wavelet_gating": False, **dict(model.config)}
         conditional = config.get("cross_attention_dim") is not None
         return cls(name, "local model", config, conditional, context_tokens=77 if conditional else 0)
 
