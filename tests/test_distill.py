@@ -184,12 +184,16 @@ def test_teacher_from_local_folders_and_hub_cache_gives_identical_outputs(pair, 
             assert torch.equal(model(x_t, t).sample, reference)
 
 
-def test_teacher_with_other_prediction_type_or_missing_is_refused(pair, tmp_path):
+def test_teacher_with_other_prediction_type_or_missing_is_refused(pair, tmp_path, monkeypatch):
     _save_pipeline_folder(pair[0], tmp_path / "v", prediction="v_prediction")
     with pytest.raises(ValueError, match="v_prediction"):
         load_teacher(tmp_path / "v")
     with pytest.raises(FileNotFoundError, match="neither a model folder nor a hub id"):
         load_teacher(tmp_path / "missing" / "deeper")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="no folder runs/tiny-sd .*a typo"):
+        load_teacher("runs/tiny-sd")  # looks like a hub id, but runs/ is a local folder: never ask the hub
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no UNet"):
         load_teacher(tmp_path / "empty")

@@ -44,5 +44,5 @@ def demo_command(
     )
     try:
         run_demo(settings, console)
-    except (ConfigError, DataError, TrainingError, OSError) as error:
+    except (ConfigError, DataError, TrainingError, OSError, ValueError) as error:
         fail(str(error))
