@@ -33,6 +33,8 @@ def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
         raise FileNotFoundError(
             f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'"
         )
+    if path.parent.is_dir():  # e.g. a mistyped runs/… folder: say so instead of asking the hub
+        raise FileNotFoundError(f"no folder {source} (its parent {path.parent} exists here: a typo?)")
     for subfolder in ("unet", None):
         try:
             UNet2DModel.load_config(str(source), subfolder=subfolder, **hub_kwargs)
