@@ -203,6 +203,11 @@ class SpectralDistillation(Objective):
             )
         return projectors
 
+    def remove_hooks(self) -> None:
+        """Detach the feature taps from student and teacher (after training, or before reusing the models)."""
+        for tap in (*self.student_taps.values(), *self.teacher_taps.values()):
+            tap.remove()
+
     def forward(
         self, unet: nn.Module, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
