@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -24,6 +25,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Stop a command on a user mistake: one line on stderr (what is wrong, what to do), no traceback."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an `--out` that is a file, or a non-empty folder unless `overwrite`: nothing is lost by mistake."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        fail(f"--out {out} is not empty; pick a new folder or pass --overwrite")
 
 
 def _print_version(value: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from slimdiff.cli.app import app, console, fail
+from slimdiff.cli.app import app, check_out_folder, console, fail
 
 TARGETS = ("diffusers", "onnx")
 # The ONNX graph must answer like PyTorch: max |ONNX − PyTorch| / max |PyTorch| at most this.
@@ -28,10 +28,7 @@ def export(
 
     if to not in TARGETS:
         fail(f"unknown --to {to!r}; valid: {', '.join(TARGETS)}")
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file; pass a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        fail(f"--out {out} is not empty; pick a new folder or pass --overwrite")
+    check_out_folder(out, overwrite)
     try:
         pipe = load_pipeline(model)
     except (OSError, ValueError) as error:

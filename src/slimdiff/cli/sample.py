@@ -11,7 +11,7 @@ import typer
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slimdiff.cli.app import app, console, fail
+from slimdiff.cli.app import app, check_out_folder, console, fail
 from slimdiff.samplers import SAMPLERS
 
 SCHEDULER_HELP = "solver: " + ", ".join(SAMPLERS) + " (see README, Picking a solver)"
@@ -19,10 +19,7 @@ SCHEDULER_HELP = "solver: " + ", ".join(SAMPLERS) + " (see README, Picking a sol
 
 def prepare_out(out: Path, overwrite: bool) -> None:
     """Create `out`; refuse a non-empty folder unless `overwrite` (then its old PNGs are replaced)."""
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file; pass a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        fail(f"--out {out} is not empty; pick a new folder or pass --overwrite")
+    check_out_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
