@@ -5,6 +5,7 @@ import torch
 from helpers_metrics import power_law_field
 
 from slimdiff.analysis.blur import gaussian_blur
+from slimdiff.images import quantize
 from slimdiff.metrics import fid
 from slimdiff.metrics.fid import (
     INCEPTION_FILE,
@@ -14,7 +15,6 @@ from slimdiff.metrics.fid import (
     fid_from_features,
     inception_extractor,
     kid_from_features,
-    to_uint8,
 )
 
 
@@ -89,8 +89,8 @@ def test_fid_code_path_runs_offline_with_a_small_extractor():
     assert fid_from_features(real, blurred) > fid_from_features(real, other)
 
 
-def test_to_uint8_maps_the_range_ends():
-    assert to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0])).tolist() == [0, 128, 255, 255]
+def test_quantize_maps_the_range_ends():
+    assert quantize(torch.tensor([-1.0, 0.0, 1.0, 2.0])).tolist() == [0, 128, 255, 255]
 
 
 def test_missing_inception_weights_is_one_clear_error(tmp_path, monkeypatch):

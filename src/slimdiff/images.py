@@ -10,12 +10,16 @@ import torch
 from PIL import Image
 
 
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Floats in [-1, 1] (any shape) → uint8 in [0, 255]; values outside [-1, 1] are clipped."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] → (N, H, W, C) uint8 (values outside [-1, 1] are clipped)."""
     if images.ndim != 4:
         raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(images.shape)}")
-    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return quantize(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from slimdiff.images import quantize
+
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_NAME = "inception-v3-2048"
 
@@ -54,11 +56,6 @@ def inception_extractor(weights: str | Path | None = None) -> nn.Module:
     )
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    """[-1, 1] float images → uint8 [0, 255], the input every feature extractor here takes."""
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
 @torch.no_grad()
 def extract_features(
     images: Tensor, extractor: nn.Module, batch_size: int = 100, progress: Callable[[int], None] | None = None
@@ -69,7 +66,7 @@ def extract_features(
     extractor.eval()
     chunks = []
     for batch in images.split(batch_size):
-        chunks.append(extractor(to_uint8(batch)).reshape(batch.shape[0], -1).double())
+        chunks.append(extractor(quantize(batch)).reshape(batch.shape[0], -1).double())
         if progress is not None:
             progress(batch.shape[0])
     return torch.cat(chunks)
