@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from slimdiff.filters import separable_filter
 
 SIGMA2 = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 KERNEL = 9
@@ -32,14 +33,7 @@ def gaussian_kernel(sigma2: float, size: int = KERNEL) -> Tensor:
 
 def gaussian_blur(images: Tensor, sigma2: float, size: int = KERNEL) -> Tensor:
     """Separable Gaussian blur of (N, C, H, W) images with reflect padding."""
-    c, pad = images.shape[1], size // 2
-    k = gaussian_kernel(sigma2, size).to(images.dtype)
-    x = F.conv2d(
-        F.pad(images, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c
-    )
-    return F.conv2d(
-        F.pad(x, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
-    )
+    return separable_filter(images, gaussian_kernel(sigma2, size).to(images.dtype))
 
 
 def blur_sensitivity(

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from slimdiff.filters import separable_filter
 
 PATCH = 7
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
@@ -26,10 +27,7 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
 
 def _blur(x: Tensor, gain: float = 1.0) -> Tensor:
     """Separable 5×5 binomial blur with reflect padding, per channel."""
-    c = x.shape[1]
-    k = (_BINOMIAL * gain**0.5).to(x)
-    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
+    return separable_filter(x, _BINOMIAL * gain**0.5)
 
 
 def _downsample(x: Tensor) -> Tensor:
