@@ -147,3 +147,12 @@ def test_unknown_preset_lists_the_valid_names():
         KeyError, match="unknown preset 'sd-f5'; valid: ldm-f4, lite-ldm-f4, sd-f4, .*tiny-sd"
     ):
         get_preset("sd-f5")
+
+
+def test_example_inputs_follow_a_rectangular_sample_size():
+    from slimdiff.models.presets import Preset
+
+    preset = Preset("rect", "", {**get_preset("tiny-sd").config, "sample_size": (16, 32)})
+    inputs = preset.example_inputs(2)
+    assert inputs["sample"].shape == (2, 3, 16, 32)
+    assert preset.build()(**inputs).sample.shape == (2, 3, 16, 32)

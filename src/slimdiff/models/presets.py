@@ -47,8 +47,9 @@ class Preset:
         """Inputs of one UNet step at this preset's native size, for profiling."""
         cfg = self.config
         size = cfg["sample_size"]
+        height, width = size if isinstance(size, (tuple, list)) else (size, size)
         inputs = {
-            "sample": torch.randn(batch, cfg["in_channels"], size, size),
+            "sample": torch.randn(batch, cfg["in_channels"], height, width),
             "timestep": torch.full((batch,), 500, dtype=torch.long),
         }
         if self.conditional:
