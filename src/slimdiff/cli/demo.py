@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from slimdiff.cli.app import app, console, fail
+from slimdiff.cli.app import app, check_out_folder, console, fail
 
 
 @app.command("demo")
@@ -30,8 +30,7 @@ def demo_command(
     from slimdiff.demo import DemoSettings, run_demo
     from slimdiff.train import TrainingError
 
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file; give a folder")
+    check_out_folder(out, overwrite=True)  # a re-run replaces its own earlier outputs
     settings = DemoSettings(
         out=out,
         teacher=teacher,
