@@ -97,7 +97,7 @@ def run_case(case: str, n: int) -> dict:
             return fid_from_features(a, b), kid_from_features(a, b)
     else:
         from slimdiff.metrics.eps_spectrum import eps_error_spectrum
-        from slimdiff.noise import training_scheduler
+        from slimdiff.sampling.schedule import training_scheduler
 
         if case == "eps-spectrum (overhead)":
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import RESULTS, describe_machine, write_result
-from slimdiff.pipeline import SlimDiffusionPipeline, load_pipeline
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
 BASELINE = "teacher DDIM-50"
 
@@ -128,7 +128,7 @@ def quality(rows, images, seconds, real, n) -> list[dict]:
 
 def onnx_speed(pipes, batches: list[int], rounds: int, threads: int, window: float) -> list[dict]:
     """UNet steps/s of PyTorch and of the exported graph on onnxruntime, interleaved round by round."""
-    from slimdiff.export import OnnxUNet, UNetStep, example_inputs, export_onnx, relative_error
+    from slimdiff.sampling.onnx_export import OnnxUNet, UNetStep, export_onnx, graph_inputs, relative_error
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +143,7 @@ def onnx_speed(pipes, batches: list[int], rounds: int, threads: int, window: flo
             error = relative_error(unet, session)
             step = UNetStep(unet).eval()
             for batch in batches:
-                inputs = list(example_inputs(unet.config, batch).values())
+                inputs = list(graph_inputs(unet.config, batch).values())
                 runners = {"pytorch": step, "onnxruntime": session}
                 rates = defaultdict(list)
                 with torch.no_grad():
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--notes", default="", help="a line about the models, written above the table")
     args = parser.parse_args()
 
-    from slimdiff.data import load_images
+    from slimdiff.data.datasets import load_images
 
     torch.set_num_threads(args.threads)
     pipes = {"teacher": load_pipeline(args.teacher), "student": load_pipeline(args.student)}

@@ -80,7 +80,7 @@ def main() -> None:
         ]
 
         from slimdiff.models.loading import load_unet
-        from slimdiff.pipeline import SlimDiffusionPipeline
+        from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
         unet = load_unet(run / "model")
         images = SlimDiffusionPipeline.from_pretrained(str(run / "model"))(

@@ -23,10 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from benchmarks.machine import describe_machine, interleaved_medians, write_result
-from slimdiff.data import make_dataset
+from slimdiff.data.datasets import make_dataset
 from slimdiff.models.presets import get_preset
-from slimdiff.objective import EpsilonObjective
-from slimdiff.train import StepSampler, micro_step_noise
+from slimdiff.data.order import StepSampler, micro_step_noise
+from slimdiff.training.objectives import EpsilonObjective
 
 PRESETS = ("tiny-teacher", "tiny-lite", "tiny-sd")
 

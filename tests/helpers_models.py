@@ -90,7 +90,7 @@ def assert_round_trip(model: ModelMixin, folder: Path, loaded: ModelMixin) -> No
 def on_meta(preset: Preset, batch: int = 1) -> tuple[ModelMixin, dict[str, torch.Tensor]]:
     """The preset's model and example inputs on the meta device: no memory, built in milliseconds."""
     with torch.device("meta"):
-        return preset.build(), preset.example_inputs(batch)
+        return preset.build(), preset.example_inputs(batch, device="meta")
 
 
 def macs_by_kind(model: ModelMixin, inputs: dict[str, torch.Tensor]) -> tuple[int, int]:

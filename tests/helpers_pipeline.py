@@ -7,8 +7,8 @@ import torch
 from diffusers import AutoencoderKL
 
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
-from slimdiff.noise import training_scheduler
-from slimdiff.pipeline import SlimDiffusionPipeline
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+from slimdiff.sampling.schedule import training_scheduler
 
 SIZE = 8
 

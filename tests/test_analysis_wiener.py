@@ -70,7 +70,7 @@ def test_linear_denoiser_reaches_the_closed_form_error_spectrum():
     # Its ε-error power at f is 1 − (1−ᾱ)H_t(f) in expectation; on a stationary field with known S the
     # measured error spectrum must match it.
     from slimdiff.metrics.spectrum import radial_average, radial_power_spectrum
-    from slimdiff.noise import training_scheduler
+    from slimdiff.sampling.schedule import training_scheduler
 
     size, exponent = 16, 2.0
     power = _field_spectrum(size, exponent)

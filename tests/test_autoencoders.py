@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers_train import tiny_kl, tiny_vq
 
-from slimdiff.autoencoders import load_autoencoder
-from slimdiff.data import make_dataset
-from slimdiff.latent_cache import cached_latents, source_fingerprint
+from slimdiff.data.datasets import make_dataset
+from slimdiff.data.latent_cache import cached_latents, source_fingerprint
+from slimdiff.models.autoencoders import load_autoencoder
 
 
 def test_identity_is_pixel_space():

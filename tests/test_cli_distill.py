@@ -85,10 +85,9 @@ def test_distill_rejects_unknown_positions_before_anything_starts(tmp_path, teac
 @pytest.mark.parametrize("name", ["ffhq", "celebahq", "bedroom", "church"])
 def test_paper_sd_configs_pair_a_slim_student_with_its_teacher(name):
     from slimdiff.config import load_config
-    from slimdiff.distill import DistillConfig
 
     root = Path(__file__).parents[1] / "configs"
-    student = load_config(root / f"{name}-sd.yaml", [], DistillConfig)
+    student = load_config(root / f"{name}-sd.yaml")
     teacher = load_config(root / f"{name}-ldm.yaml")
     assert student.model.startswith("sd-") and get_preset(student.model).config["wavelet_gating"]
     assert student.distill.lambda_spatial == student.distill.lambda_freq == 0.1

@@ -6,11 +6,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
-from slimdiff.images import to_uint8
 from slimdiff.metrics import fid
 from slimdiff.metrics.complexity import count_params
 from slimdiff.models.presets import get_preset
-from slimdiff.pipeline import SlimDiffusionPipeline
+from slimdiff.reporting.images import to_uint8
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     unet = get_preset("tiny-sd").build(sample_size=16, block_out_channels=(8, 8, 8), attention_head_dim=8)
-    from slimdiff.noise import training_scheduler
+    from slimdiff.sampling.schedule import training_scheduler
 
     SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler()).save_pretrained(folder)
     return folder
@@ -117,7 +117,7 @@ def test_model_eval_generates_and_measures_the_model(model_dir, tmp_path):
         (["--metrics", "fid,bogus"], "unknown metric(s) bogus"),
         (["--metrics", "swd"], "need real images: pass --data"),
         (["--metrics", "macs", "--size", "32"], "drop --size or set it to 16"),
-        (["--metrics", "macs", "--sampler", "rk4"], "unknown sampler 'rk4'"),
+        (["--metrics", "macs", "--scheduler", "rk4"], "unknown scheduler 'rk4'"),
     ],
 )
 def test_user_mistakes_on_a_model_are_one_line(model_dir, tmp_path, args, message):
@@ -128,8 +128,9 @@ def test_user_mistakes_on_a_model_are_one_line(model_dir, tmp_path, args, messag
 def test_user_mistakes_on_targets_and_data_are_one_line(image_dir, tmp_path):
     missing = _run(tmp_path / "nothing" / "here", "--metrics", "macs")
     assert missing.exit_code == 2 and "cannot load model" in missing.output
-    no_size = _run(image_dir, "--data", image_dir, "--metrics", "swd")
-    assert no_size.exit_code == 2 and "needs --size" in no_size.output
+    no_size = _run(image_dir, "--data", image_dir, "--metrics", "swd", "--out", tmp_path / "no-size")
+    assert no_size.exit_code == 0 and "--size 16, read from the first image" in no_size.output
+    assert json.loads((tmp_path / "no-size" / "config.json").read_text())["size"] == 16
     too_many = _run(
         image_dir,
         "--data",

@@ -8,7 +8,7 @@ import torch
 from helpers_train import make_image_folder
 from PIL import Image
 
-from slimdiff.data import DataError, load_images, make_dataset, to_tensor
+from slimdiff.data.datasets import DataError, load_images, make_dataset, to_tensor
 
 
 def test_to_tensor_values_and_modes():

@@ -5,7 +5,6 @@ import torch
 from helpers_metrics import power_law_field
 
 from slimdiff.analysis.blur import gaussian_blur
-from slimdiff.images import quantize
 from slimdiff.metrics import fid
 from slimdiff.metrics.fid import (
     INCEPTION_FILE,
@@ -16,6 +15,7 @@ from slimdiff.metrics.fid import (
     inception_extractor,
     kid_from_features,
 )
+from slimdiff.reporting.images import quantize
 
 
 def _with_moments(n: int, mean: torch.Tensor, cov: torch.Tensor, seed: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from helpers_pipeline import seed as gen
 from helpers_pipeline import single_thread, tiny_pipeline, tiny_unet, tiny_vae  # noqa: F401  (autouse fixture)
 
-from slimdiff.noise import training_scheduler
-from slimdiff.samplers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
+from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
 
 TRAINING = dict(training_scheduler().config)
 

@@ -5,7 +5,7 @@ import torch
 
 from slimdiff.metrics.eps_spectrum import eps_error_spectrum, plot_eps_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum
-from slimdiff.noise import training_scheduler
+from slimdiff.sampling.schedule import training_scheduler
 
 SCHEDULER = training_scheduler()
 

@@ -14,13 +14,15 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from slimdiff.checkpoint import list_checkpoints, resolve_checkpoint
 from slimdiff.cli import app
 from slimdiff.config import Config, from_dict
+from slimdiff.data.order import StepSampler
+from slimdiff.errors import ConfigError, TrainingDiverged, TrainingError, TrainingStopped
 from slimdiff.models.loading import load_unet
-from slimdiff.noise import NOISE_SCHEDULE
-from slimdiff.objective import EpsilonObjective, Objective
-from slimdiff.train import StepSampler, TrainingError, train
+from slimdiff.sampling.schedule import NOISE_SCHEDULE
+from slimdiff.training.checkpoint import candidates, list_checkpoints
+from slimdiff.training.loop import train
+from slimdiff.training.objectives import EpsilonObjective, Objective
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +78,7 @@ def test_run_folder_layout_schedule_and_model(tmp_path):
     ema = load_file(run / "checkpoints" / "step-00000004" / "ema" / "diffusion_pytorch_model.safetensors")
     for name, p in unet.state_dict().items():
         assert torch.equal(p, ema[name]), name
-    from slimdiff.pipeline import SlimDiffusionPipeline
+    from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
     pipe = SlimDiffusionPipeline.from_pretrained(str(run / "model"))
     assert pipe.vae is None
@@ -109,7 +111,9 @@ def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path):
     run = tmp_path / "run"
     config = from_dict(Config, micro_config(run, steps=4, every=100))
     first = ScaledObjective(signal_at=2)
-    train(config, make_objective=lambda unet: first, progress=False)
+    with pytest.raises(TrainingStopped, match="SIGTERM at step 2") as stopped:
+        train(config, make_objective=lambda unet: first, progress=False)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM  # a stopped run never exits like a finished one
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000002"]
     assert not (run / "model").exists()
     saved_w = load_file(run / "checkpoints" / "step-00000002" / "objective.safetensors")["w"]
@@ -133,10 +137,13 @@ def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     run = tmp_path / "run"
     config = from_dict(Config, micro_config(run, steps=4, every=2))
-    with pytest.raises(TrainingError, match="NaN/Inf at step 3.*last good checkpoint is intact"):
+    with pytest.raises(
+        TrainingDiverged, match="NaN/Inf at step 3.*last good checkpoint is intact"
+    ) as diverged:
         train(config, make_objective=lambda unet: ScaledObjective(nan_at=3), progress=False)
+    assert diverged.value.exit_code == 1
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000002"]
-    assert resolve_checkpoint(run, "latest").name == "step-00000002"
+    assert candidates(run, "latest")[0].name == "step-00000002"
 
 
 def test_half_written_checkpoints_are_ignored(tmp_path):
@@ -146,8 +153,8 @@ def test_half_written_checkpoints_are_ignored(tmp_path):
     (folder / "step-00000009").mkdir()  # crashed before state.json
     (folder / ".tmp-step-00000010").mkdir()  # crashed before the rename
     assert [p.name for p in list_checkpoints(folder)] == ["step-00000002"]
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        resolve_checkpoint(tmp_path, str(folder / "step-00000009"))
+    with pytest.raises(TrainingError, match="not a complete checkpoint"):
+        candidates(tmp_path, str(folder / "step-00000009"))
 
 
 def test_step_sampler_covers_each_epoch_once_across_processes():
@@ -175,12 +182,12 @@ def test_latent_space_run_with_cache_exports_vae(tmp_path):
     )
     train(from_dict(Config, mapping), progress=False)
     assert len(list((tmp_path / ".latent-cache").iterdir())) == 1
-    from slimdiff.pipeline import SlimDiffusionPipeline
+    from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
     pipe = SlimDiffusionPipeline.from_pretrained(str(run / "model"))
     assert pipe.unet.config.sample_size == 8 and pipe.vae.config.scaling_factor == 0.7
     assert pipe(batch_size=1, num_inference_steps=1, output_type="pt").images.shape == (1, 3, 32, 32)
-    with pytest.raises(TrainingError, match="set model_overrides: {in_channels: 4, out_channels: 4}"):
+    with pytest.raises(ConfigError, match="set model_overrides: {in_channels: 4, out_channels: 4}"):
         tiny_kl_dir = tmp_path / "kl"
         from helpers_train import tiny_kl
 
@@ -202,7 +209,7 @@ class RecordingObjective(EpsilonObjective):
 
 
 def test_noising_matches_diffusers_add_noise(tmp_path):
-    from slimdiff.noise import training_scheduler
+    from slimdiff.sampling.schedule import training_scheduler
 
     recorder = RecordingObjective()
     config = from_dict(Config, micro_config(tmp_path / "run", steps=2, every=2, train={"grad_accum": 2}))

@@ -15,9 +15,9 @@ import yaml
 from helpers_train import micro_config, one_thread
 from safetensors.torch import load_file
 
-from slimdiff.checkpoint import list_checkpoints
 from slimdiff.config import Config, from_dict
-from slimdiff.train import train
+from slimdiff.training.checkpoint import list_checkpoints
+from slimdiff.training.loop import train
 
 N = 3  # checkpoint interval; the straight run trains 2N steps
 

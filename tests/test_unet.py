@@ -19,10 +19,11 @@ from helpers_models import (
     unet_inputs,
 )
 
+from slimdiff.errors import ModelError
 from slimdiff.models.gating import WGDown, WGUp
 from slimdiff.models.loading import load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
-from slimdiff.noise import training_scheduler
+from slimdiff.sampling.schedule import training_scheduler
 
 
 def _samplers(model) -> tuple[list, list]:
@@ -155,9 +156,9 @@ def test_load_unet_keeps_plain_diffusers_models(tmp_path):
 
 
 def test_load_unet_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a model folder nor a hub id"):
+    with pytest.raises(ModelError, match="neither a model folder nor a hub id"):
         load_unet(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="holds no UNet: expected config.json"):
+    with pytest.raises(ModelError, match="holds no UNet: expected config.json"):
         load_unet(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
     with pytest.raises(ValueError, match="'AutoencoderKL' is not a supported UNet"):

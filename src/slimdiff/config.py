@@ -1,9 +1,10 @@
 """Run configuration: YAML → dataclasses, validated before anything starts.
 
 An unknown or misspelled key is an error naming the key and the closest valid one; values are type- and
-range-checked. A command that needs more settings subclasses `Config` and adds one section, e.g.
-`class DistillRunConfig(Config): distill: DistillSection = field(default_factory=DistillSection)`;
-`load_config(path, cls=DistillRunConfig)` then validates that section too.
+range-checked. A `distill:` section turns a run into distillation from a teacher: the training objective is
+built from the config (`slimdiff.training.objectives.build_objective`), so a distillation config can never
+train plain ε by accident. A command that needs more settings subclasses `Config` and adds one section;
+`load_config(path, cls=MyConfig)` then validates it too.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import yaml
 
+from slimdiff.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration mistake, with a one-line message that says what to change."""
+# Where distillation reads student and teacher features (DESIGN §3): the ε prediction, after the last and the
+# second last up-sampler, after the last down-sampler.
+DISTILL_POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -53,7 +56,7 @@ class AutoencoderConfig:
     cache_dir: str | None = None  # default: <run.dir>/../.latent-cache
 
     def __post_init__(self):
-        from slimdiff.autoencoders import KINDS
+        from slimdiff.models.autoencoders import KINDS
 
         _check(self.kind in KINDS, f"autoencoder.kind {self.kind!r} is not one of {', '.join(KINDS)}")
         _check(
@@ -125,6 +128,28 @@ class RunConfig:
 
 
 @dataclass
+class DistillConfig:
+    """L = L_ε + λ_s·L_spatial + λ_f·L_freq against a frozen teacher (DESIGN §3)."""
+
+    teacher: str | None = None  # slimdiff run/model folder, local diffusers folder or hub id
+    positions: tuple[str, ...] = ("output", "feat-up1")  # from DISTILL_POSITIONS
+    lambda_spatial: float = 0.1  # λ_s; 0 switches the spatial term off
+    lambda_freq: float = 0.1  # λ_f; 0 switches the frequency term off
+    alpha: float = -1.0  # α: exponent of the clean spectrum in ω (< 0 lifts high frequencies)
+    delta: float = 1e-3  # δ: keeps ω finite where the spectrum vanishes
+
+    def __post_init__(self):
+        unknown = [p for p in self.positions if p not in DISTILL_POSITIONS]
+        _check(
+            not unknown and bool(self.positions),
+            f"distill.positions {list(self.positions)} must be taken from {', '.join(DISTILL_POSITIONS)}",
+        )
+        for name in ("lambda_spatial", "lambda_freq"):
+            _check(getattr(self, name) >= 0, f"distill.{name} must be ≥ 0, got {getattr(self, name)}")
+        _check(self.delta > 0, f"distill.delta must be positive, got {self.delta}")
+
+
+@dataclass
 class Config:
     model: str = "tiny-teacher"  # a preset name (slimdiff profile all lists them)
     model_overrides: dict = field(default_factory=dict)  # preset config fields to change
@@ -132,6 +157,7 @@ class Config:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    distill: DistillConfig | None = None  # present: distil from distill.teacher instead of plain ε
 
     def __post_init__(self):
         from slimdiff.models.presets import PRESETS

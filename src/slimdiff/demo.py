@@ -11,26 +11,19 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
-from slimdiff.config import Config, DataConfig, RunConfig, TrainConfig
-from slimdiff.data import load_images
-from slimdiff.distill import DistillConfig, DistillSection, load_teacher, make_objective
-from slimdiff.images import save_grid
-from slimdiff.metrics.complexity import count_macs, count_params, steps_per_second
-from slimdiff.metrics.eps_spectrum import eps_error_spectrum, plot_eps_spectrum
-from slimdiff.metrics.spectrum import plot_spectra, spectrum_error
-from slimdiff.metrics.swd import swd
-from slimdiff.models.loading import load_unet
-from slimdiff.noise import training_scheduler
-from slimdiff.pipeline import load_pipeline
-from slimdiff.report import Report
-from slimdiff.train import train
+from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
+from slimdiff.metrics.eps_spectrum import plot_eps_spectrum
+from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
+from slimdiff.metrics.spectrum import plot_spectra
+from slimdiff.reporting.images import save_grid
+from slimdiff.reporting.report import Report
+from slimdiff.training.loop import train
 
 DATA = "builtin:textures"
 SIZE = 32
@@ -50,17 +43,18 @@ class DemoSettings:
     sampler: str = "ddim"
     sample_steps: int = 50
     seed: int = 0
-    held_out: int = 256  # clean crops for the prediction-error spectrum
     timing_seconds: float = 1.0  # per steps/s measurement
 
 
-def _run_config(cls: type[Config], model: str, steps: int, batch: int, folder: Path, **extra) -> Config:
-    return cls(
+def _run_config(
+    model: str, steps: int, batch: int, folder: Path, distill: DistillConfig | None = None
+) -> Config:
+    return Config(
         model=model,
         data=DataConfig(source=DATA, size=SIZE),
         train=TrainConfig(steps=steps, batch_size=batch, warmup_steps=min(100, steps // 10)),
         run=RunConfig(dir=str(folder), checkpoint_every=steps, keep_checkpoints=1, sample_every=0),
-        **extra,
+        distill=distill,
     )
 
 
@@ -76,21 +70,8 @@ def _teacher(settings: DemoSettings, console: Console) -> Path:
         return run / "model"
     console.rule(f"training the tiny teacher ({settings.teacher_steps} steps)")
     shutil.rmtree(run, ignore_errors=True)  # an interrupted earlier attempt
-    train(_run_config(Config, "tiny-teacher", settings.teacher_steps, settings.batch_size, run))
+    train(_run_config("tiny-teacher", settings.teacher_steps, settings.batch_size, run))
     return run / "model"
-
-
-def _sample(model: Path, settings: DemoSettings) -> torch.Tensor:
-    pipe = load_pipeline(model)
-    generator = torch.Generator().manual_seed(settings.seed)  # the same noise for every model
-    images = pipe(
-        batch_size=settings.samples,
-        num_inference_steps=settings.sample_steps,
-        sampler=settings.sampler,
-        generator=generator,
-        output_type="pt",
-    ).images
-    return images * 2 - 1
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
@@ -98,80 +79,65 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     console = console or Console()
     start = time.perf_counter()
     out = settings.out
-    for stale in ("student", "baseline", "report"):  # a demo re-run starts its students afresh
+    for stale in ("student", "baseline", "eval", "report"):  # a demo re-run starts its students afresh
         shutil.rmtree(out / stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo.json").write_text(json.dumps({k: str(v) for k, v in vars(settings).items()}, indent=2))
 
     teacher_path = _teacher(settings, console)
-    teacher = load_teacher(teacher_path)
     console.rule(f"distilling the SD student from the teacher ({settings.student_steps} steps)")
-    section = DistillSection(teacher=str(teacher_path))
-    train(
-        _run_config(
-            DistillConfig,
-            "tiny-sd",
-            settings.student_steps,
-            settings.batch_size,
-            out / "student",
-            distill=section,
-        ),
-        make_objective=make_objective(section, teacher),
-    )
+    section = DistillConfig(teacher=str(teacher_path))
+    s = settings
+    train(_run_config("tiny-sd", s.student_steps, s.batch_size, out / "student", section))
     models = {"teacher": teacher_path, "SD student (distilled)": out / "student" / "model"}
     if settings.baseline:
         console.rule(f"training the same slim model without a teacher ({settings.student_steps} steps)")
-        train(_run_config(Config, "tiny-sd", settings.student_steps, settings.batch_size, out / "baseline"))
+        train(_run_config("tiny-sd", s.student_steps, s.batch_size, out / "baseline"))
         models["SD (no distillation)"] = out / "baseline" / "model"
 
     console.rule("sampling and measuring")
     report_dir = out / "report"
-    real = load_images(DATA, SIZE, settings.samples, seed=settings.seed + 1)
-    held_out = load_images(DATA, SIZE, settings.held_out, seed=settings.seed + 2)
-    sets = {"real": real}
-    unets = {}
-    for name, path in models.items():
+    # Every model goes through the same evaluation as `slimdiff eval`, from the same noise and real images.
+    base = EvalOptions(
+        target="",
+        data=DATA,
+        metrics=("swd", "spectrum", "eps-spectrum", "macs", "throughput"),
+        n=s.samples,
+        steps=s.sample_steps,
+        scheduler=s.sampler,
+        batch_size=64,
+        seed=s.seed,
+        timing_seconds=s.timing_seconds,
+    )
+    evaluations = {}
+    for i, (name, path) in enumerate(models.items()):
         console.print(
-            f"sampling {name}: {settings.samples} images, {settings.sampler} {settings.sample_steps} steps"
+            f"sampling and measuring {name}: {s.samples} images, {s.sampler} {s.sample_steps} steps"
         )
-        sets[name] = _sample(path, settings)
-        unets[name] = load_unet(path).eval()
-
-    scheduler = training_scheduler()
+        options, pipeline = resolve(replace(base, target=str(path)))
+        evaluations[name] = evaluate(options, out / "eval" / f"{i}", pipeline)
+    real = next(iter(evaluations.values())).real
+    sets = {"real": real, **{name: ev.fake for name, ev in evaluations.items()}}
     grids = {name: f"{i}-{'-'.join(re.findall('[a-z]+', name.lower()))}.png" for i, name in enumerate(sets)}
     for name, images in sets.items():
         save_grid(images[:64], report_dir / grids[name], nrow=8, upscale=3)
     plot_spectra(sets, report_dir / "spectra.png", title="Mean radial power spectrum")
-    eps = {
-        name: eps_error_spectrum(unet, held_out, scheduler, seed=settings.seed)
-        for name, unet in unets.items()
-    }
-    plot_eps_spectrum(eps, report_dir / "eps-spectrum.png")
+    plot_eps_spectrum(
+        {name: ev.eps_spectrum for name, ev in evaluations.items()}, report_dir / "eps-spectrum.png"
+    )
 
     rows, metrics = [], {}
-    for name, unet in unets.items():
-        probe = {"sample": held_out[:1], "timestep": torch.tensor([500])}
-        batch = {"sample": held_out[:64], "timestep": torch.full((len(held_out[:64]),), 500)}
-        gap = spectrum_error(real, sets[name])
-        distance = swd(real, sets[name])
-        metrics[name] = {
-            "params": count_params(unet),
-            "macs": count_macs(unet, probe),
-            "steps_per_s_batch64": steps_per_second(unet, batch, min_seconds=settings.timing_seconds),
-            "swd_x1e3": distance,
-            "spectrum_error": gap,
-            "eps_spectrum": eps[name].summary(),
-        }
-        m = metrics[name]
+    for name, ev in evaluations.items():
+        m = metrics[name] = ev.report["results"]
         rows.append(
             [
                 name,
                 f"{m['params'] / 1e6:.2f}M",
                 f"{m['macs'] / 1e9:.3f}G",
-                f"{m['steps_per_s_batch64']:.1f}",
-                distance["mean"],
-                gap["low"],
-                gap["high"],
+                f"{m['unet_steps_per_s']:.1f}",
+                m["swd"]["mean"],
+                m["spectrum_error"]["low"],
+                m["spectrum_error"]["high"],
                 m["eps_spectrum"]["low"],
                 m["eps_spectrum"]["high"],
             ]
@@ -208,7 +174,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     report.paragraph(
         "SWD: sliced Wasserstein distance to the real crops over Laplacian-pyramid patches (mean over levels). "
         "Spectrum error: mean |log10 P_model − log10 P_real| of the radial power spectrum below / above half "
-        f"Nyquist. ε-error: power of ε̂ − ε on {settings.held_out} held-out crops below / above half Nyquist, averaged over "
+        f"Nyquist. ε-error: power of ε̂ − ε on the {settings.samples} held-out real crops below / above half Nyquist, averaged over "
         "10 timestep buckets (no sampling; low variance). Small sample sizes: read differences of a few "
         "percent as noise."
     )

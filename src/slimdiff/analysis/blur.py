@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from slimdiff.filters import separable_filter
+from slimdiff.metrics.filters import separable_filter
 
 SIGMA2 = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 KERNEL = 9
@@ -65,7 +65,7 @@ def blur_sensitivity(
 
 def plot_blur(rows: list[dict[str, float]], path: str | Path) -> Path:
     """Each metric against σ², one panel per metric (their scales differ)."""
-    from slimdiff.plots import figure, save
+    from slimdiff.reporting.plots import figure, save
 
     names = [k for k in rows[0] if k != "sigma2"]
     fig, axes = figure(width=3.4 * len(names), height=3.0, ncols=len(names))

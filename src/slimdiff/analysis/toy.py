@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from slimdiff.noise import training_scheduler
+from slimdiff.sampling.schedule import add_noise, training_scheduler
 
 ALPHAS = (1, 2, 4, 8, 12, 16)
 LENGTH = 40
@@ -58,7 +58,7 @@ def train_toy(
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     scheduler = training_scheduler()
-    T = scheduler.config.num_train_timesteps
+    T, ᾱ = scheduler.config.num_train_timesteps, scheduler.alphas_cumprod
     clean = signals()
     model = mlp(cfg.hidden)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -67,7 +67,7 @@ def train_toy(
         x0 = clean[torch.randint(len(clean), (cfg.batch,), generator=g)]
         t = torch.randint(T, (cfg.batch,), generator=g)
         eps = torch.randn(x0.shape, generator=g)
-        loss = (_predict(model, scheduler.add_noise(x0, eps, t), t, T) - eps).square().mean()
+        loss = (_predict(model, add_noise(x0, eps, ᾱ[t]), t, T) - eps).square().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -134,7 +134,7 @@ def toy_experiment(cfg: ToyConfig, progress: Callable[[int, float], None] | None
 
 def plot_toy(results: dict[str, dict], path: str | Path) -> Path:
     """Per α and hidden width: share of samples whose dominant frequency is α, and MSE to the clean signal."""
-    from slimdiff.plots import figure, save
+    from slimdiff.reporting.plots import figure, save
 
     fig, (ax_ok, ax_mse) = figure(width=8.0, height=3.2, ncols=2)
     for name, result in results.items():

@@ -114,7 +114,7 @@ def _crossing(radii: Tensor, curve: Tensor) -> float | None:
 
 def plot_wiener(result: dict, path: str | Path) -> Path:
     """Left: pass-band 1 − (1−ᾱ)H_t(f) per ᾱ (lines: closed form, dots: fitted filter). Right: S(f)."""
-    from slimdiff.plots import figure, save
+    from slimdiff.reporting.plots import figure, save
 
     fig, (ax, ax_s) = figure(width=9.0, height=3.6, ncols=2)
     radii = result["radii"]

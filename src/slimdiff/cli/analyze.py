@@ -12,7 +12,7 @@ import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slimdiff.cli.app import app, console, fail
+from slimdiff.cli.app import app, console, say, user_errors
 
 analyze_app = typer.Typer(help="The paper's frequency analyses: wiener, toy, blur.", no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
@@ -29,17 +29,15 @@ def _start(out: Path, config: dict) -> None:
 def _finish(out: Path, name: str, result: dict, table: list[str]) -> None:
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{name}.md").write_text("\n".join(table) + "\n")
-    console.print("\n".join(table), highlight=False)
-    console.print(f"wrote {out / name}.png, .md and .json")
+    say("\n".join(table))
+    say(f"wrote {out / name}.png, .md and .json")
 
 
 def _load(data: str, size: int, n: int, seed: int) -> torch.Tensor:
-    from slimdiff.data import DataError, load_images
+    from slimdiff.data.datasets import load_images
 
-    try:
+    with user_errors():
         return load_images(data, size, n, seed=seed)
-    except DataError as error:
-        fail(str(error))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -57,7 +55,7 @@ def wiener(
     """Optimal linear denoiser H_t(f) = 1/(ᾱ|X0(f)|² + 1 − ᾱ) of the data, its pass-band over ᾱ, and a
     least-squares filter fitted on noisy images against it (the paper's Figure 3)."""
     from slimdiff.analysis.wiener import TIMESTEPS, plot_wiener, wiener_analysis
-    from slimdiff.noise import training_scheduler
+    from slimdiff.sampling.schedule import training_scheduler
 
     _start(
         out, {"analysis": "wiener", "data": data, "n": n, "size": size, "seed": seed, "timesteps": TIMESTEPS}
@@ -182,7 +180,7 @@ def blur(
         )
     except fid.FIDUnavailable as error:
         skipped = f"FID not computed: {error}"
-        console.print(f"[yellow]{skipped}[/]", highlight=False, soft_wrap=True)
+        say(skipped, style="yellow")
     with Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
         task = progress.add_task("blur levels", total=len(SIGMA2))
         rows = blur_sensitivity(images, metrics, SIGMA2, progress=lambda: progress.advance(task))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
+
+from slimdiff.errors import SlimdiffError
+from slimdiff.sampling.solvers import SAMPLERS
 
 app = typer.Typer(
     name="slimdiff",
@@ -21,16 +27,38 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 
+SET_HELP = "override a config value, e.g. --set model=tiny-sd --set train.steps=200 (repeatable)"
+RESUME_HELP = "continue a run: 'latest' (newest intact checkpoint in run.dir) or a checkpoint folder"
+SCHEDULER_HELP = "solver: " + ", ".join(SAMPLERS) + " (README: Picking a solver)"
+
+
+def say(message: str, style: str = "", stderr: bool = False) -> None:
+    """Print `message` verbatim: paths and hints may hold [brackets], which rich would read as markup."""
+    (err_console if stderr else console).print(Text(message, style=style), highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Stop a command on a user mistake: one line on stderr (what is wrong, what to do), no traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors(prefix: str = "") -> Iterator[None]:
+    """Turn a SlimdiffError raised inside into `fail` with the exit code its type carries."""
+    try:
+        yield
+    except SlimdiffError as error:
+        fail(prefix + str(error), error.exit_code)
 
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
     """Refuse an `--out` that is a file, or a non-empty folder unless `overwrite`: nothing is lost by mistake."""
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file; pass a folder")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        fail(f"--out {out} lies under a file ({parent}); pass a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         fail(f"--out {out} is not empty; pick a new folder or pass --overwrite")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from slimdiff.cli.app import app, check_out_folder, console, fail
+from slimdiff.cli.app import app, check_out_folder, console, user_errors
 
 
 @app.command("demo")
@@ -25,10 +25,7 @@ def demo_command(
     seed: int = typer.Option(0, min=0, help="seed for sampling noise and evaluation data"),
 ) -> None:
     """Run the whole method on built-in textures: distil a slim student and report what it keeps."""
-    from slimdiff.config import ConfigError
-    from slimdiff.data import DataError
     from slimdiff.demo import DemoSettings, run_demo
-    from slimdiff.train import TrainingError
 
     check_out_folder(out, overwrite=True)  # a re-run replaces its own earlier outputs
     settings = DemoSettings(
@@ -41,7 +38,5 @@ def demo_command(
         sample_steps=sample_steps,
         seed=seed,
     )
-    try:
+    with user_errors():
         run_demo(settings, console)
-    except (ConfigError, DataError, TrainingError, OSError, ValueError) as error:
-        fail(str(error))

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import typer
 
-from slimdiff.cli.app import app, fail
-from slimdiff.cli.train import RESUME_HELP, SET_HELP, load_config_or_fail, train_or_fail
-from slimdiff.distill import DistillConfig, load_teacher, make_objective
+from slimdiff.cli.app import RESUME_HELP, SET_HELP, app, fail, say, user_errors
 
 
 @app.command("distill")
 def distill_command(
     config: Path = typer.Argument(
-        ..., help="YAML run config with an optional distill: section (see configs/)"
+        ..., help="YAML run config, optionally with a distill: section (see configs/)"
     ),
     teacher: str | None = typer.Option(
         None,
@@ -25,15 +23,15 @@ def distill_command(
     resume: str | None = typer.Option(None, "--resume", help=RESUME_HELP),
 ) -> None:
     """Distil a slim student from a teacher: L = L_ε + λ_s·L_spatial + λ_f·L_freq, in the training loop."""
-    resolved = load_config_or_fail(config, overrides, DistillConfig)
+    from slimdiff.config import DistillConfig, load_config
+    from slimdiff.training.loop import train
+
+    with user_errors(f"{config}: "):
+        resolved = load_config(config, overrides)
+    resolved.distill = resolved.distill or DistillConfig()
     if teacher is not None:
         resolved.distill.teacher = teacher
-    source = resolved.distill.teacher
-    if source is None:
+    if resolved.distill.teacher is None:
         fail("no teacher: pass --teacher PATH_OR_HUB_ID or set distill.teacher in the config")
-    try:
-        frozen = load_teacher(source)
-    except (OSError, ValueError) as error:
-        fail(f"cannot load teacher {source}: {error}")
-    run = train_or_fail(resolved, resume, make_objective(resolved.distill, frozen))
-    typer.echo(f"run folder: {run}")
+    with user_errors():
+        say(f"run folder: {train(resolved, resume=resume)}")

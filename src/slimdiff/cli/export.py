@@ -24,7 +24,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
 ) -> None:
     """Write MODEL as a diffusers pipeline folder, optionally with its UNet step as an ONNX graph."""
-    from slimdiff.pipeline import load_pipeline
+    from slimdiff.sampling.pipeline import load_pipeline
 
     if to not in TARGETS:
         fail(f"unknown --to {to!r}; valid: {', '.join(TARGETS)}")
@@ -37,7 +37,7 @@ def export(
         pipe.save_pretrained(str(out))
     record = {"model": model, "to": to, "out": str(out)}
     if to == "onnx":
-        from slimdiff.export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
+        from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
 
         with console.status("exporting the UNet step to ONNX"):
             path = export_onnx(pipe.unet.eval(), out / "unet" / ONNX_FILE)

@@ -11,10 +11,8 @@ import typer
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slimdiff.cli.app import app, check_out_folder, console, fail
-from slimdiff.samplers import SAMPLERS
-
-SCHEDULER_HELP = "solver: " + ", ".join(SAMPLERS) + " (see README, Picking a solver)"
+from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, console, fail
+from slimdiff.sampling.solvers import SAMPLERS
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -27,14 +25,14 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 def load_or_fail(model: str, onnx: bool):
     """The pipeline for `model`, its UNet steps run by onnxruntime when `onnx`."""
-    from slimdiff.pipeline import SlimDiffusionPipeline, load_pipeline
+    from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
     try:
         pipe = load_pipeline(model)
     except (OSError, ValueError) as error:
         fail(f"cannot load {model}: {error}")
     if onnx:
-        from slimdiff.export import ONNX_FILE, OnnxUNet
+        from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet
 
         path = Path(model) / "unet" / ONNX_FILE
         if not path.is_file():
@@ -76,7 +74,8 @@ def sample(
     overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
 ) -> None:
     """Draw images from a model with any diffusers solver, optional guidance and stitching."""
-    from slimdiff.images import save_grid, to_uint8
+    from slimdiff.reporting.images import save_grid, to_uint8
+    from slimdiff.sampling.generate import generate
 
     if scheduler not in SAMPLERS:
         fail(f"unknown --scheduler {scheduler!r}; valid: {', '.join(SAMPLERS)}")
@@ -114,40 +113,36 @@ def sample(
     }
     (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
 
-    # All initial noise is drawn up front, so image i is the same whatever the batch size.
-    cfg = pipe.unet.config
-    size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size,) * 2
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(num_images, cfg.in_channels, *size, generator=generator)
-    images = []
     start = time.perf_counter()
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("sampling", total=num_images)
-        for first in range(0, num_images, batch_size):
-            latents = noise[first : first + batch_size]
-            try:
-                batch = pipe(
-                    batch_size=len(latents),
-                    num_inference_steps=steps,
-                    sampler=scheduler,
-                    eta=eta,
-                    generator=generator,
-                    latents=latents,
-                    class_labels=label,
-                    guidance_scale=guidance,
-                    stitch=stitch,
-                    output_type="pt",
-                ).images
-            except ValueError as error:
-                fail(str(error))
+
+        def save(first: int, images: torch.Tensor) -> None:
             # Written batch by batch: an interrupted run keeps what it drew.
-            for i, pixels in enumerate(to_uint8(batch * 2 - 1)):
+            for i, pixels in enumerate(to_uint8(images)):
                 Image.fromarray(pixels).save(out / f"{first + i:06d}.png")
-            images.append(batch)
-            progress.advance(task, len(latents))
+            progress.advance(task, len(images))
+
+        try:
+            images = generate(
+                pipe,
+                num_images,
+                seed,
+                batch_size,
+                on_batch=save,
+                num_inference_steps=steps,
+                sampler=scheduler,
+                eta=eta,
+                class_labels=label,
+                guidance_scale=guidance,
+                stitch=stitch,
+            )
+        except ValueError as error:  # a setting the pipeline refuses (label range, guidance, …)
+            (out / "sample.json").unlink(missing_ok=True)
+            fail(str(error).splitlines()[0])
     seconds = time.perf_counter() - start
-    save_grid(torch.cat(images)[:256] * 2 - 1, out / "grid.png")
+    save_grid(images[:256], out / "grid.png")
     config["seconds"] = round(seconds, 3)
     (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
     console.print(f"{num_images} images in {seconds:.1f} s → {out} (grid.png, sample.json)")

@@ -25,6 +25,7 @@ from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
 from slimdiff.metrics.spectrum import DEFAULT_CUTOFF, frequency_radius, power_spectrum_2d, radial_average
+from slimdiff.sampling.schedule import add_noise
 
 
 @dataclass
@@ -100,11 +101,12 @@ def eps_error_spectrum(
     low_mask = frequency_radius(height, width) <= cutoff
     spectra = torch.zeros(buckets, height, width, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
+    ᾱ = scheduler.alphas_cumprod
     for b in range(buckets):
         for x0 in images.split(batch_size):
             t = torch.randint(edges[b], edges[b + 1], (x0.shape[0],), generator=g)
             eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-            x_t = scheduler.add_noise(x0, eps, t)
+            x_t = add_noise(x0, eps, ᾱ[t])
             target = eps if teacher is None else _predict(teacher, x_t, t)
             error = _predict(unet, x_t, t) - target
             spectra[b] += power_spectrum_2d(error).sum(dim=(0, 1))
@@ -121,7 +123,7 @@ def plot_eps_spectrum(results: Mapping[str, EpsSpectrum], path: str | Path) -> P
     """Heat maps (timestep bucket × radius) of log10 error power, one panel per model, on one colour scale."""
     from matplotlib.colors import LogNorm
 
-    from slimdiff.plots import figure, save
+    from slimdiff.reporting.plots import figure, save
 
     if not results:
         raise ValueError("plot_eps_spectrum needs at least one result")

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from slimdiff.images import quantize
+from slimdiff.reporting.images import quantize
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_NAME = "inception-v3-2048"

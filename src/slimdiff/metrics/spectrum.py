@@ -104,7 +104,7 @@ def spectral_slope(radii: Tensor, power: Tensor, r_min: float = 0.05, r_max: flo
 
 def plot_spectra(sets: Mapping[str, Tensor], path: str | Path, title: str = "Radial power spectrum") -> Path:
     """Plot the radial power spectrum of several image sets on one log-log axis and save it to `path`."""
-    from slimdiff.plots import figure, save
+    from slimdiff.reporting.plots import figure, save
 
     if not sets:
         raise ValueError("plot_spectra needs at least one image set")

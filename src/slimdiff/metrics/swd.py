@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slimdiff.filters import separable_filter
+from slimdiff.metrics.filters import separable_filter
 
 PATCH = 7
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16

@@ -1,11 +1,15 @@
-"""Load any diffusers UNet — a slimdiff run or model folder, a local diffusers folder or a hub id — by one path."""
+"""Load any diffusers UNet — a slimdiff run or model folder, a local diffusers folder or a hub id — by one
+path, as a model or as a frozen distillation teacher."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diffusers import ModelMixin, UNet2DConditionModel, UNet2DModel
+from torch import nn
 
+from slimdiff.errors import ModelError
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 
 UNET_CLASSES: dict[str, type[ModelMixin]] = {
@@ -26,22 +30,18 @@ def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
         for subfolder in (None, "unet", "model/unet"):
             if (path / (subfolder or "") / "config.json").is_file():
                 return (str(path / "model"), "unet") if subfolder == "model/unet" else (str(path), subfolder)
-        raise FileNotFoundError(
-            f"{path} holds no UNet: expected config.json in it, in unet/ or in model/unet/"
-        )
+        raise ModelError(f"{path} holds no UNet: expected config.json in it, in unet/ or in model/unet/")
     if path.exists() or str(source).count("/") != 1:
-        raise FileNotFoundError(
-            f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'"
-        )
+        raise ModelError(f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'")
     if path.parent.is_dir():  # e.g. a mistyped runs/… folder: say so instead of asking the hub
-        raise FileNotFoundError(f"no folder {source} (its parent {path.parent} exists here: a typo?)")
+        raise ModelError(f"no folder {source} (its parent {path.parent} exists here: a typo?)")
     for subfolder in ("unet", None):
         try:
             UNet2DModel.load_config(str(source), subfolder=subfolder, **hub_kwargs)
         except OSError:
             continue
         return str(source), subfolder
-    raise FileNotFoundError(
+    raise ModelError(
         f"no UNet config found for hub id {source!r} (offline, not cached, or no such repository)"
     )
 
@@ -52,7 +52,51 @@ def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
     config = UNet2DModel.load_config(location, subfolder=subfolder, **hub_kwargs)
     class_name = config.get("_class_name")
     if class_name not in UNET_CLASSES:
-        raise ValueError(
+        raise ModelError(
             f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}"
         )
     return UNET_CLASSES[class_name].from_pretrained(location, subfolder=subfolder, **hub_kwargs)
+
+
+def prediction_type(source: str | Path, **hub_kwargs) -> str:
+    """The prediction type stored with a model (its scheduler config), ε when none is stored."""
+    location, subfolder = locate_unet(source, **hub_kwargs)
+    if subfolder is None:
+        return "epsilon"
+    scheduler_config = Path(location) / "scheduler" / "scheduler_config.json"
+    if scheduler_config.is_file():
+        return json.loads(scheduler_config.read_text()).get("prediction_type", "epsilon")
+    if Path(location).is_dir():
+        return "epsilon"
+    from diffusers import DDPMScheduler
+
+    try:
+        return DDPMScheduler.load_config(location, subfolder="scheduler", **hub_kwargs).get(
+            "prediction_type", "epsilon"
+        )
+    except OSError:
+        return "epsilon"
+
+
+def load_teacher(source: str | Path, **hub_kwargs) -> nn.Module:
+    """Any ε-predicting diffusers UNet (slimdiff run/model folder, local diffusers folder, hub id), frozen,
+    in eval mode."""
+    predicts = prediction_type(source, **hub_kwargs)
+    if predicts != "epsilon":
+        raise ModelError(
+            f"teacher {source} predicts {predicts!r}; slimdiff distils ε-prediction teachers only"
+        )
+    return load_unet(source, **hub_kwargs).eval().requires_grad_(False)
+
+
+def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
+    """Teacher and student must share the latent space and be unconditional."""
+    t, s = teacher.config, student.config
+    for key in ("in_channels", "out_channels", "sample_size"):
+        if t.get(key) is not None and s.get(key) is not None and t[key] != s[key]:
+            raise ModelError(
+                f"teacher and student differ in {key} ({t[key]} vs {s[key]}): they must share one latent space"
+            )
+    for name, cfg in (("teacher", t), ("student", s)):
+        if cfg.get("cross_attention_dim") is not None:
+            raise ModelError(f"the {name} is a conditional UNet; distillation supports unconditional UNets")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import ModelMixin
 
+from slimdiff.errors import ConfigError
+from slimdiff.models.inputs import CONTEXT_TOKENS, example_inputs
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 
 
@@ -43,23 +45,9 @@ class Preset:
         """A freshly initialised model; `overrides` change config fields (e.g. sample_size)."""
         return self.model_class(**{**self.config, **overrides})
 
-    def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
+    def example_inputs(self, batch: int = 1, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Inputs of one UNet step at this preset's native size, for profiling."""
-        cfg = self.config
-        size = cfg["sample_size"]
-        height, width = size if isinstance(size, (tuple, list)) else (size, size)
-        inputs = {
-            "sample": torch.randn(batch, cfg["in_channels"], height, width),
-            "timestep": torch.full((batch,), 500, dtype=torch.long),
-        }
-        if self.conditional:
-            if cfg.get("num_context_classes"):
-                inputs["class_labels"] = torch.zeros(batch, dtype=torch.long)
-            else:
-                inputs["encoder_hidden_states"] = torch.randn(
-                    batch, self.context_tokens, cfg["cross_attention_dim"]
-                )
-        return inputs
+        return example_inputs(self.config, batch, tokens=self.context_tokens or CONTEXT_TOKENS, device=device)
 
 
 def _unet_config(
@@ -226,3 +214,33 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None
+
+
+def build_unet(
+    name: str, size: int, overrides: dict | None = None, factor: int = 1, latent_channels: int = 3
+) -> ModelMixin:
+    """A run's UNet: preset `name` with config `overrides`, sized for `size`² images encoded by an autoencoder
+    with down-sampling `factor` and `latent_channels` (1 and 3 in pixel space). Mismatches are ConfigErrors
+    phrased in the run config's keys (data.size, model_overrides)."""
+    if size % factor:
+        raise ConfigError(f"data.size {size} is not a multiple of the autoencoder's factor {factor}")
+    try:
+        unet = get_preset(name).build(**{"sample_size": size // factor, **(overrides or {})})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model_overrides do not fit preset {name}: {error}") from None
+    cfg = unet.config
+    if cfg.sample_size != size // factor:
+        raise ConfigError(
+            f"model_overrides.sample_size {cfg.sample_size} ≠ latent size {size // factor} "
+            f"(data.size {size} / factor {factor}); drop the override"
+        )
+    if cfg.in_channels != latent_channels or cfg.out_channels != latent_channels:
+        c = latent_channels
+        raise ConfigError(
+            f"model {name} maps {cfg.in_channels}→{cfg.out_channels} channels but the autoencoder gives "
+            f"{c}; set model_overrides: {{in_channels: {c}, out_channels: {c}}}"
+        )
+    levels = 2 ** (len(cfg.block_out_channels) - 1)
+    if cfg.sample_size % levels:
+        raise ConfigError(f"latent size {cfg.sample_size} must be a multiple of {levels} for {name}")
+    return unet

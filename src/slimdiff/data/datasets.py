@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from slimdiff.errors import DataError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Images shipped inside scikit-image, so the tool runs with no download at all.
 BUILTIN_IMAGES = {
@@ -36,10 +38,6 @@ BUILTIN_IMAGES = {
 BUILTIN_LENGTH = 10_000  # crops per epoch of a built-in set unless `length` says otherwise
 # PIL raises these for files that are not images or are cut short.
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
-
-
-class DataError(ValueError):
-    """A data source that cannot be used: missing, empty, or (under `strict`) holding a bad file."""
 
 
 def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -253,14 +251,28 @@ def _looks_like_hf_dir(path: Path) -> bool:
     return any((path / m).exists() for m in markers) or any(next(path.glob(g), None) for g in tables)
 
 
-def load_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tensor:
+def load_images(
+    source: str, size: int, n: int, seed: int = 0, skipped: list[str] | None = None
+) -> torch.Tensor:
     """`n` images (n, 3, size, size) in [-1, 1] from `source`, for metrics: a seeded random subset of a
-    folder / HF set (error if it holds fewer than n), or the first n crops of a built-in set."""
-    dataset = make_dataset(source, size, seed=seed, length=n if source.startswith("builtin:") else None)
-    if len(dataset) < n:
-        raise DataError(f"{source} holds {len(dataset)} images, fewer than the {n} requested")
-    order = _subset(len(dataset), n, seed)
-    return torch.stack([dataset[int(i)] for i in order])
+    folder / HF set (error if it holds fewer than n readable ones), or the first n crops of a built-in set.
+    Unreadable files are skipped; their names are appended to `skipped` when a list is given."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if skipped is not None else "default")
+        dataset = make_dataset(source, size, seed=seed, length=n if source.startswith("builtin:") else None)
+        if len(dataset) < n:
+            raise DataError(f"{source} holds {len(dataset)} readable images, fewer than the {n} requested")
+        images = torch.stack([dataset[int(i)] for i in _subset(len(dataset), n, seed)])
+    if skipped is not None:
+        skipped.extend(dataset.skipped)
+    return images
+
+
+def held_out_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` real images for evaluation: `load_images` with seed + 1, so a built-in set gives other crops than a
+    run trained with data.seed = seed draws (a folder or HF set gives a seeded subset; keep your own held-out
+    folder if the training folder must be excluded). Every evaluation of slimdiff uses this one rule."""
+    return load_images(source, size, n, seed=seed + 1)
 
 
 def _subset(total: int, n: int, seed: int) -> np.ndarray:
@@ -271,9 +283,9 @@ def _subset(total: int, n: int, seed: int) -> np.ndarray:
 
 __all__ = [
     "BuiltinCrops",
-    "DataError",
     "FolderDataset",
     "HFDataset",
+    "held_out_images",
     "load_images",
     "make_dataset",
     "to_tensor",

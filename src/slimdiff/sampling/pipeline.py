@@ -10,7 +10,7 @@ detail late, so the slim model draws the layout and the teacher finishes the hig
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import diffusers
@@ -18,45 +18,16 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from slimdiff.errors import ModelError
+from slimdiff.models.autoencoders import CLASS_KINDS, load_autoencoder
+from slimdiff.models.inputs import sample_hw
 from slimdiff.models.loading import load_unet
-from slimdiff.samplers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
+from slimdiff.sampling.guidance import Denoiser, denoiser_output, guided_output
+from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
+from slimdiff.sampling.stitching import stitch_plan
 
-# Any callable (sample, timestep, **conditioning) → tensor or an object with `.sample`: a torch UNet or an
-# onnxruntime session wrapper.
-Denoiser = Callable[..., object]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-AUTOENCODER_KINDS = {"VQModel": "vq", "AutoencoderKL": "kl"}
-
-
-def denoiser_output(model: Denoiser, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor:
-    """ε̂ (or whatever the model predicts) for the batch `x` at timestep `t`."""
-    out = model(x, t.reshape(1).expand(x.shape[0]), **conditioning)
-    return out.sample if hasattr(out, "sample") else out
-
-
-def guided_output(
-    model: Denoiser,
-    x: torch.Tensor,
-    t: torch.Tensor,
-    conditioning: dict,
-    unconditioning: dict,
-    guidance_scale: float,
-) -> torch.Tensor:
-    """Classifier-free guidance ε̂_∅ + w (ε̂_c − ε̂_∅), both branches in one batched model call."""
-    both = {k: torch.cat([unconditioning[k], conditioning[k]]) for k in conditioning}
-    uncond, cond = denoiser_output(model, torch.cat([x, x]), t, both).chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
-
-
-def stitch_plan(student: Denoiser, stitch: tuple[Denoiser, float] | None, steps: int) -> list[Denoiser]:
-    """The model used at each of `steps` solver steps: the student for the first fraction, then the teacher."""
-    if stitch is None:
-        return [student] * steps
-    teacher, fraction = stitch
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"stitch fraction must lie in [0, 1], got {fraction}")
-    k = round(fraction * steps)
-    return [student] * k + [teacher] * (steps - k)
 
 
 def _channels(model: Denoiser) -> tuple[int, int]:
@@ -94,16 +65,12 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             vae = None
         elif index.get("_class_name") == cls.__name__:
             vae = _diffusers_component(folder, index, vae_name)
-        elif vae_class in AUTOENCODER_KINDS:
+        elif vae_class in CLASS_KINDS:
             # A foreign pipeline's autoencoder config may not hold the scale its UNet was trained with
             # (LDM trains on unscaled VQ latents); load_autoencoder knows the conventions and records it.
-            from slimdiff.autoencoders import load_autoencoder
-
-            vae = load_autoencoder(AUTOENCODER_KINDS[vae_class], str(folder / vae_name)).model
+            vae = load_autoencoder(CLASS_KINDS[vae_class], str(folder / vae_name)).model
         else:
-            raise ValueError(
-                f"{folder}: autoencoder {vae_class} is not one of {', '.join(AUTOENCODER_KINDS)}"
-            )
+            raise ModelError(f"{folder}: autoencoder {vae_class} is not one of {', '.join(CLASS_KINDS)}")
         return cls(
             unet=load_unet(folder / "unet"),
             scheduler=_diffusers_component(folder, index, "scheduler"),
@@ -174,7 +141,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput | tuple:
         """Sample images.
 
-        sampler: a name from `slimdiff.samplers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler), built
+        sampler: a name from `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler), built
             from the stored scheduler's noise schedule; None uses the stored scheduler's class.
         eta: DDIM's η (0 deterministic). latents: the initial noise (else drawn with `generator`).
         class_labels / prompt_embeds (+ negative_prompt_embeds): conditioning; guidance_scale w turns on
@@ -205,9 +172,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         batch_size, conditioning, unconditioning = self._conditioning(
             batch_size, class_labels, prompt_embeds, negative_prompt_embeds, guidance_scale
         )
-        cfg = self.unet.config
-        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size,) * 2
-        shape = (batch_size, cfg.in_channels, *size)
+        shape = (batch_size, self.unet.config.in_channels, *sample_hw(self.unet.config))
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
@@ -230,7 +195,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
                 out = clip_prediction(out, x_in, scheduler.alphas_cumprod[int(t)].to(x_in), prediction_type)
             x = scheduler.step(out, t, x, **extra).prev_sample
 
-        images = x if output_type == "latent" else self.decode(x)
+        images = x if output_type == "latent" else self.decode(x) / 2 + 0.5
         if output_type in ("np", "pil"):
             images = images.permute(0, 2, 3, 1).float().cpu().numpy()
         if output_type == "pil":
@@ -238,17 +203,18 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents → images in [0, 1] (B, C, H, W); the autoencoder's scaling factor undoes the training scale."""
+        """Latents → images in [-1, 1] (B, C, H, W); the autoencoder's scaling factor undoes the training scale.
+        (`__call__` returns them in [0, 1], as diffusers pipelines do.)"""
         x = latents
         if self.vae is not None:
             x = self.vae.decode(latents / getattr(self.vae.config, "scaling_factor", 1.0)).sample
-        return (x / 2 + 0.5).clamp(0, 1)
+        return x.clamp(-1, 1)
 
 
 def _diffusers_component(folder: Path, index: dict, name: str):
     library, class_name = index.get(name) or (None, None)
     if library != "diffusers" or not hasattr(diffusers, str(class_name)):
-        raise ValueError(f"{folder}: component {name} is [{library}, {class_name}], not a diffusers class")
+        raise ModelError(f"{folder}: component {name} is {library}.{class_name}, not a diffusers class")
     return getattr(diffusers, class_name).from_pretrained(folder / name)
 
 
@@ -265,6 +231,4 @@ def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:
             return SlimDiffusionPipeline.from_pretrained(str(source))
         except OSError:
             pass  # not a pipeline repository (or offline): try it as a bare UNet
-    from slimdiff.noise import training_scheduler
-
     return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())

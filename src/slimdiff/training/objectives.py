@@ -2,7 +2,8 @@
 
 An objective is an `nn.Module` called as `objective(unet, x0, x_t, t, noise) -> (loss, logged terms)`. The
 plain ε-prediction loss is the default; distillation is another objective (a teacher and extra loss terms),
-not another loop. An objective may own trainable modules (e.g. feature projectors): the loop optimises every
+not another loop. `build_objective(config, unet)` picks it from the run config, so a config with a `distill:`
+section always distils. An objective may own trainable modules (e.g. feature projectors): the loop optimises every
 parameter of it that requires grad, and checkpoints save and restore `trainable_state(objective)`.
 """
 
@@ -11,6 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from slimdiff.config import Config
+from slimdiff.errors import ConfigError, ModelError
+from slimdiff.models.loading import load_teacher
+from slimdiff.training.distillation import SpectralDistillation
 
 
 class Objective(nn.Module):
@@ -48,3 +54,27 @@ class EpsilonObjective(Objective):
         prediction = unet(x_t, t).sample
         loss = F.mse_loss(prediction.float(), noise.float())
         return loss, {"loss_eps": loss.detach()}
+
+
+def build_objective(config: Config, unet: nn.Module) -> nn.Module:
+    """The objective `config` asks for, built on the bare `unet` before any wrapping (so distillation hooks
+    attach to the real modules): spectrum-aware distillation from `distill.teacher` when the config has a
+    `distill:` section, plain ε-prediction otherwise."""
+    section = config.distill
+    if section is None:
+        return EpsilonObjective()
+    if section.teacher is None:
+        raise ConfigError("the config distils but names no teacher: set distill.teacher or pass --teacher")
+    try:
+        teacher = load_teacher(section.teacher)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load teacher {section.teacher}: {str(error).splitlines()[0]}") from None
+    return SpectralDistillation(
+        unet,
+        teacher,
+        positions=section.positions,
+        lambda_spatial=section.lambda_spatial,
+        lambda_freq=section.lambda_freq,
+        alpha=section.alpha,
+        delta=section.delta,
+    )

@@ -9,12 +9,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from slimdiff.autoencoders import Autoencoder
+if TYPE_CHECKING:  # data comes before models (docs/architecture.md): the autoencoder is passed in
+    from slimdiff.models.autoencoders import Autoencoder
 
 SHARD_SIZE = 4096  # latents per shard file
 

@@ -15,7 +15,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from slimdiff.errors import ModelError
+
 KINDS = ("identity", "vq", "kl")
+# diffusers class → kind; the one place that tells a VQ from a KL autoencoder.
+CLASS_KINDS = {"VQModel": "vq", "AutoencoderKL": "kl"}
+
+
+def autoencoder_kind(model: nn.Module | str | None) -> str:
+    """`identity` for None, else `vq` or `kl` for a diffusers autoencoder (an instance or its class name)."""
+    if model is None:
+        return "identity"
+    name = model if isinstance(model, str) else type(model).__name__
+    if name not in CLASS_KINDS:
+        raise ModelError(f"autoencoder {name} is not one of {', '.join(CLASS_KINDS)}")
+    return CLASS_KINDS[name]
 
 
 class Autoencoder(nn.Module):
@@ -26,14 +40,20 @@ class Autoencoder(nn.Module):
     ):
         super().__init__()
         if kind not in KINDS:
-            raise ValueError(f"unknown autoencoder kind {kind!r}; valid: {', '.join(KINDS)}")
+            raise ModelError(f"unknown autoencoder kind {kind!r}; valid: {', '.join(KINDS)}")
         if (model is None) != (kind == "identity"):
-            raise ValueError("an identity autoencoder has no model; vq and kl need one")
+            raise ModelError("an identity autoencoder has no model; vq and kl need one")
         self.kind, self.model, self.scaling_factor, self.source = kind, model, scaling_factor, source
         if model is not None:
             model.requires_grad_(False).eval()
             # Saved next to the UNet, the pipeline reads the training scale from the autoencoder's own config.
             model.register_to_config(scaling_factor=scaling_factor)
+
+    @classmethod
+    def of(cls, model: nn.Module | None) -> Autoencoder:
+        """The wrapper of a pipeline's `vae` (None: pixel space), at the scale stored in its config."""
+        scale = 1.0 if model is None else float(model.config.get("scaling_factor", 1.0))
+        return cls(autoencoder_kind(model), model, scale)
 
     @property
     def factor(self) -> int:
@@ -83,13 +103,13 @@ def load_autoencoder(
     (LDM trains on unscaled VQ latents).
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown autoencoder kind {kind!r}; valid: {', '.join(KINDS)}")
+        raise ModelError(f"unknown autoencoder kind {kind!r}; valid: {', '.join(KINDS)}")
     if kind == "identity":
         if source is not None:
-            raise ValueError("the identity autoencoder takes no source; set kind: vq or kl to load one")
+            raise ModelError("the identity autoencoder takes no source; set kind: vq or kl to load one")
         return Autoencoder("identity", scaling_factor=1.0 if scaling_factor is None else scaling_factor)
     if source is None:
-        raise ValueError(f"autoencoder kind {kind!r} needs a source: a local folder or a hub id")
+        raise ModelError(f"autoencoder kind {kind!r} needs a source: a local folder or a hub id")
     from diffusers import AutoencoderKL, VQModel
 
     cls = VQModel if kind == "vq" else AutoencoderKL
@@ -106,7 +126,7 @@ def load_autoencoder(
             errors.append(str(error).splitlines()[0])
     if model is None:
         detail = errors[-1] if errors else "no config.json in it, in vqvae/ or in vae/"
-        raise ValueError(f"could not load a {cls.__name__} from {source}: {detail}")
+        raise ModelError(f"could not load a {cls.__name__} from {source}: {detail}")
     if scaling_factor is None:
         scaling_factor = float(model.config.get("scaling_factor", 1.0)) if kind == "kl" else 1.0
     return Autoencoder(kind, model, scaling_factor, source=str(source))

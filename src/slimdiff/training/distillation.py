@@ -12,20 +12,17 @@ and has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slimdiff.config import Config, ConfigError
-from slimdiff.models.loading import load_unet, locate_unet
-from slimdiff.objective import Objective
+from slimdiff.config import DISTILL_POSITIONS, DistillConfig
+from slimdiff.errors import ConfigError
+from slimdiff.models.inputs import example_inputs
+from slimdiff.models.loading import check_compatible
 
-POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
-DEFAULT_POSITIONS = ("output", "feat-up1")
+POSITIONS = DISTILL_POSITIONS
+DEFAULT_POSITIONS = DistillConfig.positions
 
 
 # --- losses: plain functions over tensors -------------------------------------------------------------
@@ -69,9 +66,9 @@ def tap_module(unet: nn.Module, position: str) -> nn.Module:
     downs = [b.downsamplers[-1] for b in unet.down_blocks if getattr(b, "downsamplers", None)]
     candidates = {"feat-up1": ups[-1:], "feat-up2": ups[-2:-1], "feat-down4": downs[-1:]}
     if position not in candidates:
-        raise ValueError(f"unknown distillation position {position!r}; valid: {', '.join(POSITIONS)}")
+        raise ConfigError(f"unknown distillation position {position!r}; valid: {', '.join(POSITIONS)}")
     if not candidates[position]:
-        raise ValueError(f"{type(unet).__name__} has too few up/down-samplers for position {position!r}")
+        raise ConfigError(f"{type(unet).__name__} has too few up/down-samplers for position {position!r}")
     return candidates[position][0]
 
 
@@ -95,58 +92,12 @@ class FeatureTap:
         self.handle.remove()
 
 
-# --- teachers ----------------------------------------------------------------------------------------
-
-
-def teacher_prediction_type(source: str | Path, **hub_kwargs) -> str:
-    """The prediction type stored with a teacher (its scheduler config), ε when none is stored."""
-    location, subfolder = locate_unet(source, **hub_kwargs)
-    if subfolder is None:
-        return "epsilon"
-    scheduler_config = Path(location) / "scheduler" / "scheduler_config.json"
-    if scheduler_config.is_file():
-        return json.loads(scheduler_config.read_text()).get("prediction_type", "epsilon")
-    if Path(location).is_dir():
-        return "epsilon"
-    from diffusers import DDPMScheduler
-
-    try:
-        return DDPMScheduler.load_config(location, subfolder="scheduler", **hub_kwargs).get(
-            "prediction_type", "epsilon"
-        )
-    except OSError:
-        return "epsilon"
-
-
-def load_teacher(source: str | Path, **hub_kwargs) -> nn.Module:
-    """Any diffusers UNet (slimdiff run/model folder, local diffusers folder, hub id), frozen, in eval mode."""
-    prediction = teacher_prediction_type(source, **hub_kwargs)
-    if prediction != "epsilon":
-        raise ValueError(
-            f"teacher {source} predicts {prediction!r}; slimdiff distils ε-prediction teachers only"
-        )
-    teacher = load_unet(source, **hub_kwargs).eval().requires_grad_(False)
-    return teacher
-
-
-def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
-    """Teacher and student must share the latent space and be unconditional."""
-    t, s = teacher.config, student.config
-    for key in ("in_channels", "out_channels", "sample_size"):
-        if t.get(key) is not None and s.get(key) is not None and t[key] != s[key]:
-            raise ValueError(
-                f"teacher and student differ in {key} ({t[key]} vs {s[key]}): they must share one latent space"
-            )
-    for name, cfg in (("teacher", t), ("student", s)):
-        if cfg.get("cross_attention_dim") is not None:
-            raise ValueError(f"the {name} is a conditional UNet; distillation supports unconditional UNets")
-
-
 # --- the objective -----------------------------------------------------------------------------------
 
 
-class SpectralDistillation(Objective):
-    """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t.
+class SpectralDistillation(nn.Module):
+    """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t (an
+    objective as `slimdiff.training.objectives` defines it).
 
     Only the projectors are parameters of this module; the teacher is held outside the module tree so
     its weights stay out of checkpoints and the optimizer.
@@ -166,7 +117,7 @@ class SpectralDistillation(Objective):
         check_compatible(teacher, student)
         unknown = [p for p in positions if p not in POSITIONS]
         if unknown or not positions:
-            raise ValueError(f"unknown distillation positions {unknown}; valid: {', '.join(POSITIONS)}")
+            raise ConfigError(f"unknown distillation positions {unknown}; valid: {', '.join(POSITIONS)}")
         self.positions = tuple(positions)
         self.lambda_spatial, self.lambda_freq, self.alpha, self.delta = (
             lambda_spatial,
@@ -182,19 +133,17 @@ class SpectralDistillation(Objective):
 
     @torch.no_grad()
     def _make_projectors(self, student: nn.Module, features: list[str]) -> dict[str, nn.Module]:
-        cfg = student.config
-        probe = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        t = torch.tensor([0])
+        probe = example_inputs(student.config, batch=1)
         was_training = student.training
         student.eval()
-        student(probe, t)
-        self.teacher(probe, t)
+        student(**probe)
+        self.teacher(**probe)
         student.train(was_training)
         projectors = {}
         for p in features:
             s, tt = self.student_taps[p].pop(), self.teacher_taps[p].pop()
             if s.shape[-2:] != tt.shape[-2:]:
-                raise ValueError(
+                raise ConfigError(
                     f"at {p} the student feature is {tuple(s.shape[1:])} but the teacher's is {tuple(tt.shape[1:])}: "
                     "their resolutions must match (same number of down-sampling levels)"
                 )
@@ -237,53 +186,3 @@ class SpectralDistillation(Objective):
             "loss_freq": loss_freq.item(),
         }
         return loss, terms
-
-
-# --- configuration -----------------------------------------------------------------------------------
-
-
-@dataclass
-class DistillSection:
-    teacher: str | None = None  # slimdiff run/model folder, local diffusers folder or hub id
-    positions: tuple[str, ...] = DEFAULT_POSITIONS  # output, feat-up1, feat-up2, feat-down4
-    lambda_spatial: float = 0.1  # λ_s; 0 switches the spatial term off
-    lambda_freq: float = 0.1  # λ_f; 0 switches the frequency term off
-    alpha: float = -1.0  # α: exponent of the clean spectrum in ω (< 0 lifts high frequencies)
-    delta: float = 1e-3  # δ: keeps ω finite where the spectrum vanishes
-
-    def __post_init__(self):
-        unknown = [p for p in self.positions if p not in POSITIONS]
-        if unknown or not self.positions:
-            raise ConfigError(
-                f"distill.positions {list(self.positions)} must be taken from {', '.join(POSITIONS)}"
-            )
-        for name in ("lambda_spatial", "lambda_freq"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"distill.{name} must be ≥ 0, got {getattr(self, name)}")
-        if self.delta <= 0:
-            raise ConfigError(f"distill.delta must be positive, got {self.delta}")
-
-
-@dataclass
-class DistillConfig(Config):
-    distill: DistillSection = field(default_factory=DistillSection)
-
-
-def make_objective(section: DistillSection, teacher: nn.Module):
-    """The `make_objective(unet)` the training loop calls on the bare student before wrapping it."""
-
-    def build(student: nn.Module) -> SpectralDistillation:
-        try:
-            return SpectralDistillation(
-                student,
-                teacher,
-                positions=section.positions,
-                lambda_spatial=section.lambda_spatial,
-                lambda_freq=section.lambda_freq,
-                alpha=section.alpha,
-                delta=section.delta,
-            )
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-
-    return build

@@ -13,19 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimdiff.models.inputs import condition_input, example_inputs
+
 ONNX_FILE = "model.onnx"
-INPUT_NAMES = ("sample", "timestep")
-CONTEXT_TOKENS = 77  # length of the example text context; the token axis is exported as dynamic
-
-
-def condition_input(config) -> str | None:
-    """The conditioning input a UNet takes besides (sample, timestep): class_labels, encoder_hidden_states or
-    None for an unconditional model."""
-    if config.get("num_context_classes") or config.get("num_class_embeds"):
-        return "class_labels"
-    if config.get("cross_attention_dim") is not None:
-        return "encoder_hidden_states"
-    return None
 
 
 class UNetStep(nn.Module):
@@ -43,29 +33,17 @@ class UNetStep(nn.Module):
         return self.unet(sample, timestep, **kwargs).sample
 
 
-def example_inputs(config, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs of one UNet step (float timesteps, as the ONNX graph takes them)."""
-    g = torch.Generator().manual_seed(seed)
-    size = config["sample_size"]
-    height, width = size if isinstance(size, (tuple, list)) else (size, size)
-    inputs = {
-        "sample": torch.randn(batch, config["in_channels"], height, width, generator=g),
-        "timestep": torch.randint(0, 1000, (batch,), generator=g).float(),
-    }
-    condition = condition_input(config)
-    if condition == "class_labels":
-        classes = config.get("num_context_classes") or config.get("num_class_embeds")
-        inputs[condition] = torch.randint(0, classes, (batch,), generator=g)
-    elif condition == "encoder_hidden_states":
-        inputs[condition] = torch.randn(batch, CONTEXT_TOKENS, config["cross_attention_dim"], generator=g)
-    return inputs
+def graph_inputs(config, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Example inputs of the exported graph: the UNet's, with float timesteps (one per sample)."""
+    inputs = example_inputs(config, batch, seed)
+    return {**inputs, "timestep": inputs["timestep"].float()}
 
 
 def export_onnx(unet: nn.Module, path: str | Path) -> Path:
     """Write one UNet step of `unet` as an ONNX graph with a dynamic batch axis to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    inputs = example_inputs(unet.config)
+    inputs = graph_inputs(unet.config)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dynamic = {"sample": {0: batch}, "timestep": {0: batch}}
     if "encoder_hidden_states" in inputs:
@@ -116,7 +94,7 @@ class OnnxUNet:
 def relative_error(unet: nn.Module, onnx_unet: OnnxUNet, batch: int = 3, seed: int = 1) -> float:
     """max |ONNX − PyTorch| / max |PyTorch| of one UNet step on random inputs (a batch size other than the
     exported example's, to exercise the dynamic axis)."""
-    inputs = example_inputs(unet.config, batch, seed)
+    inputs = graph_inputs(unet.config, batch, seed)
     with torch.no_grad():
         reference = UNetStep(unet).eval()(*inputs.values())
     sample, timestep, *condition = inputs.values()

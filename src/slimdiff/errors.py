@@ -1,0 +1,49 @@
+"""One family of user-facing errors: what went wrong and what to do, in one line.
+
+The command line turns a `SlimdiffError` into that line on stderr and exits with its `exit_code`; anything
+else is a bug and keeps its traceback. See docs/architecture.md, "Errors".
+"""
+
+from __future__ import annotations
+
+
+class SlimdiffError(ValueError):
+    """A problem the user can fix (a setting, a path, a data source); exit code 2 on the command line."""
+
+    exit_code = 2
+
+
+class ConfigError(SlimdiffError):
+    """A configuration mistake: unknown key, wrong type, value out of range, settings that do not fit."""
+
+
+class DataError(SlimdiffError):
+    """A data source that cannot be used: missing, empty, or (under `strict`) holding a bad file."""
+
+
+class ModelError(SlimdiffError):
+    """A model, teacher or autoencoder that cannot be found, loaded or used as asked."""
+
+
+class TrainingError(SlimdiffError):
+    """A run that cannot start or continue (e.g. a checkpoint that does not fit it)."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN/Inf; the run stopped and its last good checkpoint is intact (exit code 1)."""
+
+    exit_code = 1
+
+
+class TrainingStopped(SlimdiffError):
+    """SIGINT / SIGTERM stopped the run after writing a checkpoint; exit code 128 + the signal (130 / 143),
+    so a stopped run never looks like a finished one."""
+
+    def __init__(self, signum: int, step: int):
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} at step {step} after writing a checkpoint; resume with --resume latest"
+        )
+        self.exit_code = 128 + int(signum)

@@ -1,0 +1,31 @@
+"""The noise schedule (DESIGN §1) and the forward process q(x_t | x0).
+
+1000 steps, LDM's "linear" β ramp (linear in √β, diffusers' `scaled_linear`), ε-prediction. The forward
+process x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε is written once, here, for training, the ε-error spectrum and the
+toy experiment alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler
+
+NOISE_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0015,
+    "beta_end": 0.0195,
+    # LDM's "linear" schedule is linear in sqrt(β), which diffusers calls scaled_linear.
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+
+
+def training_scheduler(**overrides) -> DDPMScheduler:
+    """The DDPM scheduler models are trained with; samplers are built from its config."""
+    return DDPMScheduler(**{**NOISE_SCHEDULE, **overrides})
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, with ᾱ one value per sample (shape (B,)), broadcast over the rest."""
+    ᾱ = alpha_bar.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return ᾱ.sqrt() * x0 + (1 - ᾱ).sqrt() * noise

@@ -1,0 +1,265 @@
+"""The one training loop (DESIGN §4): teacher training, the Lite baseline and distillation.
+
+x0 (image or latent) → x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε → objective(unet, x0, x_t, t, ε) → AdamW, EMA. What is
+minimised is the objective the config asks for (`build_objective`): ε-prediction, or a teacher plus extra loss
+terms for distillation — not a second loop.
+
+Runs under accelerate (one CPU/GPU with `slimdiff train`, many GPUs / nodes with `accelerate launch`).
+The data order and the noise of every micro-batch are functions of (seed, micro-step, process), so a run
+resumed from a checkpoint continues exactly as if it had never stopped. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from slimdiff.config import Config
+from slimdiff.data.order import StepSampler, micro_step_noise
+from slimdiff.data.training_set import training_set
+from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped
+from slimdiff.models.autoencoders import load_autoencoder
+from slimdiff.models.presets import build_unet
+from slimdiff.sampling.schedule import add_noise, training_scheduler
+from slimdiff.training.checkpoint import (
+    TrainingRun,
+    candidates,
+    list_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from slimdiff.training.objectives import build_objective
+from slimdiff.training.run_outputs import RunLog, export_model, write_samples
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Records SIGINT / SIGTERM in the yielded list instead of raising; the loop checkpoints and stops."""
+    received: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, _: received.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _as_float(value) -> float:
+    return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _setup(config: Config, make_objective, accelerator, log) -> tuple[TrainingRun, Dataset, bool]:
+    """Autoencoder, data, UNet, objective (hooks attached before wrapping), optimiser, lr schedule, EMA."""
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    tc, ae = config.train, config.autoencoder
+    torch.manual_seed(tc.seed)
+    autoencoder = load_autoencoder(ae.kind, ae.source, ae.scaling_factor).to(accelerator.device)
+    cache_root = None
+    if ae.cache:
+        cache_root = Path(ae.cache_dir or Path(config.run.dir).parent / ".latent-cache")
+    dataset, is_latent = training_set(
+        config.data,
+        autoencoder,
+        cache_root,
+        batch_size=tc.batch_size,
+        device=accelerator.device,
+        main_first=accelerator.main_process_first,
+        progress=accelerator.is_main_process,
+        log=log,
+    )
+    unet = build_unet(
+        config.model,
+        config.data.size,
+        config.model_overrides,
+        autoencoder.factor,
+        autoencoder.latent_channels,
+    )
+    objective = (make_objective or (lambda u: build_objective(config, u)))(unet)
+    unet.to(accelerator.device).train()
+    objective.to(accelerator.device)
+    trained = list(unet.parameters()) + [p for p in objective.parameters() if p.requires_grad]
+    lr = tc.base_lr * tc.batch_size * tc.grad_accum * accelerator.num_processes
+    optimizer = torch.optim.AdamW(trained, lr=lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    lr_schedule = get_scheduler(
+        "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
+    )
+    ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
+    ᾱ = training_scheduler().alphas_cumprod.to(accelerator.device)
+    run = TrainingRun(
+        config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log, ᾱ
+    )
+    return run, dataset, is_latent
+
+
+def _forward_backward(
+    run: TrainingRun, batches: Iterator[torch.Tensor], is_latent: bool
+) -> tuple[torch.Tensor, dict]:
+    """Gradients of one optimiser step (all micro-batches); returns the mean loss and logged terms."""
+    accelerator, tc = run.accelerator, run.config.train
+    total = torch.zeros((), device=accelerator.device)
+    terms: dict[str, float] = {}
+    for micro in range(tc.grad_accum):
+        batch = next(batches).to(accelerator.device)
+        x0 = batch if is_latent else run.autoencoder.encode(batch)
+        micro_step = run.step * tc.grad_accum + micro
+        t, noise = micro_step_noise(
+            tuple(x0.shape), tc.seed, micro_step, accelerator.process_index, len(run.alpha_bar)
+        )
+        t, noise = t.to(accelerator.device), noise.to(accelerator.device, x0.dtype)
+        x_t = add_noise(x0, noise, run.alpha_bar[t])
+        # Gradients are all-reduced across processes only on the last micro-batch.
+        last = micro == tc.grad_accum - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(run.prepared), accelerator.autocast():
+            loss, logged = run.objective(run.prepared, x0, x_t, t, noise)
+        accelerator.backward(loss / tc.grad_accum)
+        total += loss.detach().float() / tc.grad_accum
+        for k, v in logged.items():
+            terms[k] = terms.get(k, 0.0) + _as_float(v) / tc.grad_accum
+    return total, terms
+
+
+def _optimiser_step(run: TrainingRun) -> float | None:
+    """Average the objective's own gradients (outside DDP), clip, step AdamW, lr schedule and EMA."""
+    accelerator, tc = run.accelerator, run.config.train
+    if accelerator.num_processes > 1:
+        for p in run.trained[len(list(run.unet.parameters())) :]:
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
+    grad_norm = accelerator.clip_grad_norm_(run.trained, tc.grad_clip) if tc.grad_clip > 0 else None
+    run.optimizer.step()
+    run.lr_schedule.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.ema.step(run.unet.parameters())
+    run.step += 1
+    return None if grad_norm is None else float(grad_norm)
+
+
+def train(
+    config: Config,
+    *,
+    make_objective: Callable[[nn.Module], nn.Module] | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train `config`; returns the run folder, whose `model/` holds the EMA model as a pipeline.
+
+    The objective is `build_objective(config, unet)` (distillation when the config has a `distill:` section);
+    `make_objective(unet)` replaces it with your own, called on the bare UNet before accelerate wraps it.
+    resume: "latest" (the newest checkpoint that reads) or a checkpoint folder. Raises a `SlimdiffError` on a
+    problem the user can fix — `TrainingDiverged` on a NaN loss, `TrainingStopped` after SIGINT / SIGTERM.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from tqdm.auto import tqdm
+
+    run_dir, tc = Path(config.run.dir), config.train
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"run.dir {run_dir} is a file; choose a folder")
+    resume_from = candidates(run_dir, resume) if resume is not None else None
+    if resume is None and list_checkpoints(run_dir / "checkpoints"):
+        raise TrainingError(
+            f"{run_dir} already holds checkpoints; pass --resume latest to continue it, or choose another run.dir"
+        )
+    accelerator = Accelerator(
+        # Launched as several processes on a machine without GPUs (torchrun / accelerate launch --multi_gpu):
+        # accelerate only sets up gloo across CPU processes when told to stay on the CPU.
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        mixed_precision=tc.mixed_precision,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+    )
+    main = accelerator.is_main_process
+    log = RunLog(run_dir / "logs" / "run.log", main, tqdm.write if progress and main else None)
+    run, dataset, is_latent = _setup(config, make_objective, accelerator, log)
+    if resume_from is not None:
+        log(f"resumed from {restore_checkpoint(run, resume_from)} at step {run.step}")
+    # Validated: only now does the run folder change.
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+    log.start()
+    run.ema.to(accelerator.device)
+    run.prepared, run.optimizer = accelerator.prepare(run.unet, run.optimizer)
+    sampler = StepSampler(
+        len(dataset),
+        tc.batch_size,
+        seed=tc.seed,
+        process=accelerator.process_index,
+        processes=accelerator.num_processes,
+        start=run.step * tc.grad_accum,
+    )
+    batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=config.data.num_workers))
+    accelerator.init_trackers("train")
+    total_batch = tc.batch_size * tc.grad_accum * accelerator.num_processes
+    log(
+        f"training {config.model} for {tc.steps} steps ({'distillation' if config.distill else 'ε-prediction'}): "
+        f"total batch {total_batch} = {tc.batch_size} × {tc.grad_accum} accumulation × "
+        f"{accelerator.num_processes} process(es), lr {tc.base_lr * total_batch:.3g}"
+    )
+    bar = tqdm(
+        total=tc.steps, initial=run.step, disable=not (main and progress), desc="training", dynamic_ncols=True
+    )
+    window: dict[str, list[float]] = {}
+    with _stop_signals() as received:
+        while run.step < tc.steps:
+            loss, terms = _forward_backward(run, batches, is_latent)
+            # One collective per step: the summed loss, and whether any process saw a NaN/Inf loss or a signal.
+            finite = torch.isfinite(loss)
+            signalled = torch.tensor(float(received[0] if received else 0), device=accelerator.device)
+            status = accelerator.reduce(
+                torch.stack([torch.where(finite, loss, 0.0), (~finite).float(), signalled]), reduction="sum"
+            )
+            if status[1] > 0:
+                raise TrainingDiverged(
+                    f"loss became NaN/Inf at step {run.step + 1}; the run stopped without saving, the last good "
+                    "checkpoint is intact — lower train.base_lr, raise warmup_steps or keep grad_clip on"
+                )
+            grad_norm = _optimiser_step(run)
+            step, lr = run.step, run.lr_schedule.get_last_lr()[0]
+            mean_loss = float(status[0]) / accelerator.num_processes
+            for k, v in {"loss": mean_loss, **terms}.items():
+                window.setdefault(k, []).append(v)
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+            if step % config.run.log_every == 0 or step == tc.steps:
+                scalars = {f"train/{k}": sum(v) / len(v) for k, v in window.items()} | {"train/lr": lr}
+                if grad_norm is not None:
+                    scalars["train/grad_norm"] = grad_norm
+                accelerator.log(scalars, step=step)
+                window.clear()
+            if config.run.sample_every and step % config.run.sample_every == 0:
+                if main:
+                    write_samples(
+                        run.unet,
+                        run.ema,
+                        run.autoencoder.model,
+                        config,
+                        run_dir / "samples" / f"step-{step:08d}.png",
+                    )
+                accelerator.wait_for_everyone()
+            if step % config.run.checkpoint_every == 0 or step == tc.steps or status[2] > 0:
+                save_checkpoint(run)
+            if status[2] > 0:
+                log(f"stopped by signal at step {step}; resume with --resume latest")
+                bar.close()
+                accelerator.end_training()
+                raise TrainingStopped(received[0] if received else signal.SIGTERM, step)
+    bar.close()
+    if run.step == tc.steps and main:
+        export_model(run.unet, run.ema, run.autoencoder.model, run_dir / "model")
+        log(f"model written to {run_dir / 'model'}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return run_dir

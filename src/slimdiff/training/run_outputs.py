@@ -1,0 +1,80 @@
+"""What a training run shows and leaves behind: its log, sample grids from the EMA weights and the final
+model folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from torch import nn
+
+from slimdiff.config import Config
+from slimdiff.reporting.images import save_grid
+from slimdiff.sampling.generate import generate
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+from slimdiff.sampling.schedule import training_scheduler
+
+
+class RunLog:
+    """`logs/run.log` of a run folder (main process only). Lines are held back until `start()`, so nothing in
+    the folder changes before a resume has been validated; `echo` prints each line too."""
+
+    def __init__(self, path: Path, enabled: bool, echo=None):
+        self.path, self.enabled, self.echo = path, enabled, echo
+        self.pending: list[str] | None = []
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if self.echo is not None:
+            self.echo(message)
+        if not self.enabled:
+            return
+        if self.pending is not None:
+            self.pending.append(line)
+            return
+        with self.path.open("a") as f:
+            f.write(line)
+
+    def start(self) -> None:
+        """Write the held-back lines; from now on every line goes straight to the file."""
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.writelines(self.pending or [])
+        self.pending = None
+
+
+def ema_unet(unet: nn.Module, ema) -> nn.Module:
+    """A copy of the bare UNet (no hooks) holding the EMA weights."""
+    copy = type(unet).from_config(unet.config).to(next(unet.parameters()).device)
+    ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+def _pipeline(unet: nn.Module, vae: nn.Module | None) -> SlimDiffusionPipeline:
+    pipe = SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler(), vae=vae)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_samples(unet: nn.Module, ema, vae: nn.Module | None, config: Config, path: Path) -> None:
+    """A grid of `run.sample_count` DDIM samples from the EMA weights, from fixed noise (comparable over time)."""
+    images = generate(
+        _pipeline(ema_unet(unet, ema), vae),
+        config.run.sample_count,
+        seed=config.train.seed,
+        batch=config.run.sample_count,
+        num_inference_steps=config.run.sample_steps,
+        sampler="ddim",
+    )
+    save_grid(images, path, padding=0)
+
+
+def export_model(unet: nn.Module, ema, vae: nn.Module | None, folder: Path) -> None:
+    """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule), vae/ if any."""
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _pipeline(ema_unet(unet, ema), vae).save_pretrained(str(tmp), safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
