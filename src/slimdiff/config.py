@@ -249,7 +249,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for part in parents:
             node = node.setdefault(part, {})
             _check(isinstance(node, dict), f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            first = str(error).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it") from None
     return data
 
 

@@ -6,6 +6,9 @@ else is a bug and keeps its traceback. See docs/architecture.md, "Errors".
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class SlimdiffError(ValueError):
     """A problem the user can fix (a setting, a path, a data source); exit code 2 on the command line."""
@@ -47,3 +50,15 @@ class TrainingStopped(SlimdiffError):
             f"stopped by {name} at step {step} after writing a checkpoint; resume with --resume latest"
         )
         self.exit_code = 128 + int(signum)
+
+
+def check_output_folder(path: Path, name: str) -> None:
+    """Refuse an output folder that is a file, lies under a file or cannot be written, before anything starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name} {path} is a file; pass a folder")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{name} {path} lies under a file ({existing}); pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {path} cannot be written ({existing} is not writable)")

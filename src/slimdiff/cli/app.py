@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -12,8 +13,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from slimdiff.errors import SlimdiffError
+from slimdiff.errors import SlimdiffError, check_output_folder
 from slimdiff.sampling.solvers import SAMPLERS
+
+# diffusers still passes a deprecated argument to huggingface_hub on every local load; it is not the user's concern.
+warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
 
 app = typer.Typer(
     name="slimdiff",
@@ -54,11 +58,8 @@ def user_errors(prefix: str = "") -> Iterator[None]:
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
     """Refuse an `--out` that is a file, or a non-empty folder unless `overwrite`: nothing is lost by mistake."""
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file; pass a folder")
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        fail(f"--out {out} lies under a file ({parent}); pass a folder")
+    with user_errors():
+        check_output_folder(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         fail(f"--out {out} is not empty; pick a new folder or pass --overwrite")
 

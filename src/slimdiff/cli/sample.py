@@ -11,7 +11,7 @@ import typer
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, console, fail
+from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, console, fail, say, user_errors
 from slimdiff.sampling.solvers import SAMPLERS
 
 
@@ -25,21 +25,17 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 def load_or_fail(model: str, onnx: bool):
     """The pipeline for `model`, its UNet steps run by onnxruntime when `onnx`."""
-    from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
+    from slimdiff.sampling.pipeline import load_pipeline
 
     try:
         pipe = load_pipeline(model)
     except (OSError, ValueError) as error:
-        fail(f"cannot load {model}: {error}")
+        fail(f"cannot load {model}: {str(error).splitlines()[0]}")
     if onnx:
-        from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet
+        from slimdiff.sampling.export import load_onnx_pipeline
 
-        path = Path(model) / "unet" / ONNX_FILE
-        if not path.is_file():
-            fail(f"{path} does not exist; run `slimdiff export {model} --to onnx --out DIR`, then sample DIR")
-        pipe = SlimDiffusionPipeline(
-            unet=OnnxUNet(path, pipe.unet.config), scheduler=pipe.scheduler, vae=pipe.vae
-        )
+        with user_errors():
+            pipe = load_onnx_pipeline(model, pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -145,4 +141,4 @@ def sample(
     save_grid(images[:256], out / "grid.png")
     config["seconds"] = round(seconds, 3)
     (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
-    console.print(f"{num_images} images in {seconds:.1f} s → {out} (grid.png, sample.json)")
+    say(f"{num_images} images in {seconds:.1f} s → {out} (grid.png, sample.json)")

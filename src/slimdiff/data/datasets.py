@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from slimdiff.data.transforms import UPSCALE_WARNING, to_tensor
 from slimdiff.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -36,21 +37,15 @@ BUILTIN_IMAGES = {
     "textures": ("brick", "grass", "gravel"),
 }
 BUILTIN_LENGTH = 10_000  # crops per epoch of a built-in set unless `length` says otherwise
-# PIL raises these for files that are not images or are cut short.
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
-
-
-def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """Paper preprocessing of one PIL image: RGB, centre square crop, resize, scale to [-1, 1]."""
-    image = image.convert("RGB")
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != size:
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-    return (array.permute(2, 0, 1).float() / 127.5 - 1.0).clamp(-1.0, 1.0)
+# PIL raises these for files that are not images, are cut short, or are too large to decode safely.
+_READ_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    DataError,
+)
 
 
 class _SkippingDataset(Dataset):
@@ -78,10 +73,18 @@ class _SkippingDataset(Dataset):
             try:
                 image = self._load(i)
                 image.load()
+                tensor = to_tensor(image, self.size)
             except _READ_ERRORS as error:
                 self._bad(self._name(i), error)
                 continue
-            return to_tensor(image, self.size)
+            if min(image.size) * UPSCALE_WARNING < self.size and not getattr(self, "warned_small", False):
+                self.warned_small = True
+                warnings.warn(
+                    f"{self._name(i)} is {image.size[0]}×{image.size[1]}: upscaling it to {self.size}² leaves little "
+                    "detail (warned once per data set)",
+                    stacklevel=2,
+                )
+            return tensor
         raise DataError("no readable image in the data source")
 
 
@@ -288,5 +291,4 @@ __all__ = [
     "held_out_images",
     "load_images",
     "make_dataset",
-    "to_tensor",
 ]

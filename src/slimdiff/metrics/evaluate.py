@@ -9,13 +9,14 @@ still run. Outputs: config.json (written first), metrics.json, summary.md, sampl
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
-from slimdiff.data.datasets import IMAGE_SUFFIXES, held_out_images, load_images
+from slimdiff.data.datasets import IMAGE_SUFFIXES, held_out_images, load_images, make_dataset
 from slimdiff.errors import ConfigError, DataError, ModelError, SlimdiffError
 from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
 from slimdiff.models.autoencoders import Autoencoder
@@ -74,6 +75,12 @@ def _first_image_side(files: list[Path]) -> int:
     raise DataError("no readable image in the folder")
 
 
+def _readable_count(folder: str, size: int) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unreadable ones are counted in the notes and metrics.json
+        return len(make_dataset(folder, size))
+
+
 def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
     """Validate `options` and fill in what they leave open; returns them with the loaded pipeline (None for
     an image folder). Raises a SlimdiffError naming the problem; nothing is written."""
@@ -112,12 +119,15 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
         if size is None:
             size = _first_image_side(files)
             notes.append(f"--size {size}, read from the first image")
+        readable = _readable_count(options.target, size)
+        if readable < len(files):
+            notes.append(f"{len(files) - readable} unreadable file(s) skipped")
         if n is None:
-            n = min(DEFAULT_N, len(files))
+            n = min(DEFAULT_N, readable)
             if n < DEFAULT_N:
                 notes.append(f"using all {n} images of the folder (fewer than the default {DEFAULT_N})")
-        elif n > len(files):
-            raise DataError(f"{options.target} holds {len(files)} images, fewer than -n {n}")
+        elif n > readable:
+            raise DataError(f"{options.target} holds {readable} readable images, fewer than -n {n}")
     else:
         raise ConfigError(f"{options.target} is neither a model nor a folder of images")
     n_real = options.n_real or n

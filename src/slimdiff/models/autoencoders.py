@@ -120,7 +120,7 @@ def load_autoencoder(
         if Path(source).is_dir() and not (folder / "config.json").is_file():
             continue
         try:
-            model = cls.from_pretrained(source, subfolder=subfolder, **hub_kwargs)
+            model = cls.from_pretrained(source, subfolder=subfolder, use_safetensors=True, **hub_kwargs)
             break
         except (OSError, ValueError) as error:
             errors.append(str(error).splitlines()[0])

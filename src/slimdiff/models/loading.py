@@ -3,8 +3,11 @@ path, as a model or as a frozen distillation teacher."""
 
 from __future__ import annotations
 
+import functools
 import json
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from diffusers import ModelMixin, UNet2DConditionModel, UNet2DModel
 from torch import nn
@@ -35,15 +38,38 @@ def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
         raise ModelError(f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'")
     if path.parent.is_dir():  # e.g. a mistyped runs/… folder: say so instead of asking the hub
         raise ModelError(f"no folder {source} (its parent {path.parent} exists here: a typo?)")
-    for subfolder in ("unet", None):
-        try:
-            UNet2DModel.load_config(str(source), subfolder=subfolder, **hub_kwargs)
-        except OSError:
-            continue
-        return str(source), subfolder
-    raise ModelError(
-        f"no UNet config found for hub id {source!r} (offline, not cached, or no such repository)"
+    # The local hub cache first; the network only when it answers, so a wrong id fails fast offline.
+    attempts = [{**hub_kwargs, "local_files_only": True}]
+    if not hub_kwargs.get("local_files_only") and hub_reachable():
+        attempts.append(hub_kwargs)
+    for kwargs in attempts:
+        for subfolder in ("unet", None):
+            try:
+                UNet2DModel.load_config(str(source), subfolder=subfolder, **kwargs)
+            except OSError:
+                continue
+            return str(source), subfolder
+    where = "not in the local hub cache" + (
+        "" if len(attempts) > 1 else " and the hub is not reachable (offline?)"
     )
+    raise ModelError(
+        f"no UNet config found for {source!r}: no such local folder, {where}, or no such repository"
+    )
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (False at once under HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
@@ -55,7 +81,16 @@ def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
         raise ModelError(
             f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}"
         )
-    return UNET_CLASSES[class_name].from_pretrained(location, subfolder=subfolder, **hub_kwargs)
+    try:
+        # safetensors only: a pickled .bin could run code while loading
+        return UNET_CLASSES[class_name].from_pretrained(
+            location, subfolder=subfolder, use_safetensors=True, **hub_kwargs
+        )
+    except OSError as error:
+        raise ModelError(
+            f"{source}: no readable safetensors weights ({str(error).splitlines()[0]}); slimdiff loads "
+            "safetensors only — convert a .bin / pickle checkpoint with diffusers' save_pretrained"
+        ) from None
 
 
 def prediction_type(source: str | Path, **hub_kwargs) -> str:
@@ -92,11 +127,11 @@ def load_teacher(source: str | Path, **hub_kwargs) -> nn.Module:
 def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
     """Teacher and student must share the latent space and be unconditional."""
     t, s = teacher.config, student.config
+    for name, cfg in (("teacher", t), ("student", s)):
+        if cfg.get("cross_attention_dim") is not None:
+            raise ModelError(f"the {name} is a conditional UNet; distillation supports unconditional UNets")
     for key in ("in_channels", "out_channels", "sample_size"):
         if t.get(key) is not None and s.get(key) is not None and t[key] != s[key]:
             raise ModelError(
                 f"teacher and student differ in {key} ({t[key]} vs {s[key]}): they must share one latent space"
             )
-    for name, cfg in (("teacher", t), ("student", s)):
-        if cfg.get("cross_attention_dim") is not None:
-            raise ModelError(f"the {name} is a conditional UNet; distillation supports unconditional UNets")

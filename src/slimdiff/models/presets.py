@@ -15,7 +15,15 @@ from diffusers import ModelMixin
 
 from slimdiff.errors import ConfigError
 from slimdiff.models.inputs import CONTEXT_TOKENS, example_inputs
-from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
+from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel, zero_init_residuals
+
+# GroupNorm in the CPU-sized presets: a fixed number of channels per group, so the groups scale with the width
+# (tiny-teacher, base 32: 8 groups; the base-16 students: 4). With a fixed 8 groups the 16-channel students had
+# 2 channels per group and could not learn to remove a uniform colour offset from x_t (issue 12; docs/demo/).
+# The paper presets keep CompVis' 32 groups at every width (`normalization()` = GroupNorm32(32, ·)): that is the
+# architecture the paper's LDM / Lite-LDM / SD numbers were measured with.
+TINY_CHANNELS_PER_GROUP = 4
+PAPER_NORM_GROUPS = 32
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class Preset:
     params_paper: float | None = None  # parameters, as reported in the paper
     macs_paper: float | None = None  # MACs of one UNet step, as reported in the paper
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Zero-initialise the output layer, residual branches and attention outputs, as CompVis / ADM do.
+    zero_init: bool = True
 
     @classmethod
     def of_model(cls, name: str, model: ModelMixin) -> Preset:
@@ -43,7 +53,8 @@ class Preset:
 
     def build(self, **overrides) -> ModelMixin:
         """A freshly initialised model; `overrides` change config fields (e.g. sample_size)."""
-        return self.model_class(**{**self.config, **overrides})
+        model = self.model_class(**{**self.config, **overrides})
+        return zero_init_residuals(model) if self.zero_init else model
 
     def example_inputs(self, batch: int = 1, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Inputs of one UNet step at this preset's native size, for profiling."""
@@ -76,7 +87,7 @@ def _unet_config(
         ),
         "layers_per_block": 2,
         "attention_head_dim": heads,
-        "norm_num_groups": 32,
+        "norm_num_groups": PAPER_NORM_GROUPS,
         "wavelet_gating": slim,
         **extra,
     }
@@ -145,8 +156,15 @@ def _tiny(base: int, slim: bool) -> dict:
         **_unet_config(
             base, (1, 2, 2), (False, False, True), sample_size=32, channels=3, heads=base, slim=slim
         ),
-        "norm_num_groups": 8,
+        "norm_num_groups": tiny_norm_groups(base),
     }
+
+
+def tiny_norm_groups(base: int) -> int:
+    """GroupNorm groups of a tiny preset of base width `base`: TINY_CHANNELS_PER_GROUP channels per group."""
+    if base % TINY_CHANNELS_PER_GROUP:
+        raise ValueError(f"tiny presets need a base width divisible by {TINY_CHANNELS_PER_GROUP}, got {base}")
+    return base // TINY_CHANNELS_PER_GROUP
 
 
 G = 1e9

@@ -12,6 +12,7 @@ import inspect
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
@@ -44,6 +45,32 @@ def apply_wavelet_gating(unet: nn.Module, up_mode: str = "repeat", reduction: in
             block.upsamplers = nn.ModuleList(
                 WGUp(_sampler_channels(s), reduction, up_mode) for s in block.upsamplers
             )
+
+
+def zero_init_residuals(unet: nn.Module) -> nn.Module:
+    """Initialise `unet` the way the CompVis / ADM UNets are (`zero_module`): the output convolution, the last
+    convolution of every residual block and the output projection of every attention block start at zero, so
+    each block starts as the identity and the model's first prediction is ε̂ = 0. Returns `unet`, changed in
+    place. (diffusers initialises these layers randomly; measured on the tiny presets, see docs/demo/.)"""
+    targets = [unet.conv_out]
+    in_transformer = set()
+    for module in unet.modules():
+        if type(module).__name__ == "Transformer2DModel":
+            targets.append(
+                module.proj_out
+            )  # CompVis SpatialTransformer.proj_out; its inner blocks stay random
+            in_transformer.update(id(m) for m in module.modules())
+    for module in unet.modules():
+        if isinstance(module, ResnetBlock2D):
+            targets.append(module.conv2)
+        elif isinstance(module, Attention) and id(module) not in in_transformer:
+            targets.append(module.to_out[0])  # CompVis AttentionBlock.proj_out
+    with torch.no_grad():
+        for layer in targets:
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return unet
 
 
 def _extend_signature(init, parent: type, fields: dict) -> None:

@@ -215,7 +215,10 @@ def _diffusers_component(folder: Path, index: dict, name: str):
     library, class_name = index.get(name) or (None, None)
     if library != "diffusers" or not hasattr(diffusers, str(class_name)):
         raise ModelError(f"{folder}: component {name} is {library}.{class_name}, not a diffusers class")
-    return getattr(diffusers, class_name).from_pretrained(folder / name)
+    cls = getattr(diffusers, class_name)
+    # models load from safetensors only (a pickled .bin could run code); schedulers are JSON
+    safe = {"use_safetensors": True} if issubclass(cls, diffusers.ModelMixin) else {}
+    return cls.from_pretrained(folder / name, **safe)
 
 
 def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from slimdiff.config import Config
 from slimdiff.data.order import StepSampler, micro_step_noise
 from slimdiff.data.training_set import training_set
-from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped
+from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped, check_output_folder
 from slimdiff.models.autoencoders import load_autoencoder
 from slimdiff.models.presets import build_unet
 from slimdiff.sampling.schedule import add_noise, training_scheduler
@@ -165,8 +165,7 @@ def train(
     from tqdm.auto import tqdm
 
     run_dir, tc = Path(config.run.dir), config.train
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(f"run.dir {run_dir} is a file; choose a folder")
+    check_output_folder(run_dir, "run.dir")
     resume_from = candidates(run_dir, resume) if resume is not None else None
     if resume is None and list_checkpoints(run_dir / "checkpoints"):
         raise TrainingError(

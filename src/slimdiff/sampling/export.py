@@ -1,0 +1,78 @@
+"""`export_folder`: a pipeline written as a diffusers folder, optionally with its UNet step as an ONNX graph,
+and `load_onnx_pipeline`, which runs such a folder's UNet steps on onnxruntime — only when the graph still
+belongs to the weights beside it.
+
+An export replaces the folder's whole content (it is written to a hidden sibling and swapped in), so no
+stale `unet/model.onnx` of an earlier export can survive. `export.json` records the SHA-256 of the UNet
+weights the graph was made from; loading checks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from slimdiff.errors import ModelError
+from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+
+WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
+# The ONNX graph must answer like PyTorch: max |ONNX − PyTorch| / max |PyTorch| at most this.
+ONNX_TOLERANCE = 1e-4
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_folder(pipe: SlimDiffusionPipeline, out: Path, onnx: bool, source: str = "") -> dict:
+    """Write `pipe` to `out` (replacing whatever was there); with `onnx`, also unet/model.onnx, checked
+    against PyTorch. Returns the record written to export.json (relative_error when onnx)."""
+    out = Path(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    record = {"model": source, "to": "onnx" if onnx else "diffusers", "out": str(out)}
+    if onnx:
+        path = export_onnx(pipe.unet.eval(), tmp / "unet" / ONNX_FILE)
+        error = relative_error(pipe.unet, OnnxUNet(path, pipe.unet.config))
+        record.update(
+            onnx=str(out / "unet" / ONNX_FILE),
+            relative_error=error,
+            tolerance=ONNX_TOLERANCE,
+            unet_weights_sha256=file_digest(tmp / WEIGHTS),
+        )
+    (tmp / "export.json").write_text(json.dumps(record, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return record
+
+
+def load_onnx_pipeline(folder: str | Path, pipe: SlimDiffusionPipeline, threads: int | None = None):
+    """`pipe` (loaded from `folder`) with its UNet steps on onnxruntime, after checking that the graph was
+    exported from the weights in `folder/unet` and that onnxruntime can read it."""
+    folder = Path(folder)
+    path, record_file = folder / "unet" / ONNX_FILE, folder / "export.json"
+    if not path.is_file():
+        raise ModelError(
+            f"{path} does not exist; run `slimdiff export {folder} --to onnx --out DIR`, then sample DIR"
+        )
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    expected = record.get("unet_weights_sha256")
+    if expected is None or not (folder / WEIGHTS).is_file() or file_digest(folder / WEIGHTS) != expected:
+        raise ModelError(
+            f"{path} was not exported from the weights in {folder / 'unet'} (export.json has no or another "
+            "weights digest); export again with `slimdiff export … --to onnx --overwrite`"
+        )
+    try:
+        onnx_unet = OnnxUNet(path, pipe.unet.config, threads)
+    except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
+        raise ModelError(f"onnxruntime cannot read {path}: {str(error).splitlines()[0]}") from None
+    return SlimDiffusionPipeline(unet=onnx_unet, scheduler=pipe.scheduler, vae=pipe.vae)
