@@ -21,7 +21,7 @@ import yaml
 
 from slimdiff.errors import ConfigError
 
-# Where distillation reads student and teacher features (DESIGN §3): the ε prediction, after the last and the
+# Where distillation reads student and teacher features (README, "Distillation"): the ε prediction, after the last and the
 # second last up-sampler, after the last down-sampler.
 DISTILL_POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
 
@@ -129,7 +129,7 @@ class RunConfig:
 
 @dataclass
 class DistillConfig:
-    """L = L_ε + λ_s·L_spatial + λ_f·L_freq against a frozen teacher (DESIGN §3)."""
+    """L = L_ε + λ_s·L_spatial + λ_f·L_freq against a frozen teacher (README, "Distillation")."""
 
     teacher: str | None = None  # slimdiff run/model folder, local diffusers folder or hub id
     positions: tuple[str, ...] = ("output", "feat-up1")  # from DISTILL_POSITIONS

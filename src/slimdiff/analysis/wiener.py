@@ -10,7 +10,7 @@ and its error at f is E|ε − ε̂|² = 1 − (1−ᾱ) H_t(f) = ᾱS / (ᾱS +
 the matching x0 estimate, x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ, relative to √ᾱ: the share of frequency f that the
 optimal denoiser lets through at that step. We plot 1 − (1−ᾱ)H_t(f) over f for several ᾱ: early in the
 reverse process (small ᾱ) only the strong low frequencies pass, the weak high frequencies only near the
-end — a slim model has to get them right in few late steps. (DESIGN and the issue write
+end — a slim model has to get them right in few late steps. (The paper's caption writes
 1 − (1−ᾱ)|H_t(f)|²; with H_t as above that expression goes negative wherever ᾱS < √(1−ᾱ) − (1−ᾱ), so the
 curve plotted here is the one that is a gain in [0, 1].)
 

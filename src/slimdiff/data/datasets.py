@@ -1,4 +1,4 @@
-"""Image datasets selected by one string (DESIGN §4): a folder, a Hugging Face dataset, or built-in images.
+"""Image datasets selected by one string (docs/architecture.md): a folder, a Hugging Face dataset, or built-in images.
 
 Every dataset yields (3, size, size) float tensors in [-1, 1]. Preprocessing follows the paper: centre-crop
 to a square, resize to the target size, scale to [-1, 1], no flips. Grayscale / RGBA / palette images become

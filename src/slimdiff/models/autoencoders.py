@@ -1,4 +1,4 @@
-"""Autoencoders between images and the space the UNet works in (DESIGN §4).
+"""Autoencoders between images and the space the UNet works in (docs/architecture.md).
 
 `identity` is pixel space; `vq` is a diffusers `VQModel` (LDM's f4), `kl` an `AutoencoderKL` (LDM's f8). Latents
 are multiplied by the scaling factor after encoding and divided by it before decoding, so the UNet sees

@@ -1,4 +1,4 @@
-"""Wavelet gating (DESIGN §2): Haar down/up-sampling whose sub-bands are re-weighted per channel by
+"""Wavelet gating (README, "Wavelet gating"): Haar down/up-sampling whose sub-bands are re-weighted per channel by
 gates computed from the feature itself, so the pass-band can change with the timestep and the sample.
 
     g = sigmoid(W2 · SiLU(W1 · avgpool(X)))      W1: C → C/r,  W2: C/r → 4C

@@ -1,4 +1,4 @@
-"""Named architectures with the paper's figures (DESIGN §1).
+"""Named architectures with the paper's figures (README, "Presets and the paper's numbers").
 
 Each preset is a diffusers config for `SlimUNet2DModel` (unconditional) or `SlimUNet2DConditionModel`
 (class or text context) plus the params / MACs the paper reports for it, so `slimdiff profile` can show

@@ -223,7 +223,7 @@ def _diffusers_component(folder: Path, index: dict, name: str):
 
 def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:
     """The pipeline in `source`: a pipeline folder (slimdiff's or diffusers', see `from_pretrained`), a slimdiff
-    run folder (its `model/`), or a bare UNet folder, which gets the training scheduler (DESIGN §4) and no
+    run folder (its `model/`), or a bare UNet folder, which gets the training scheduler (sampling/schedule.py) and no
     autoencoder. A hub id is loaded as a pipeline repository, else as a bare UNet."""
     path = Path(source)
     for folder in (path, path / "model"):

@@ -1,4 +1,4 @@
-"""Spectrum-aware distillation (DESIGN §3).
+"""Spectrum-aware distillation (README, "Distillation").
 
     L = L_ε + λ_s · L_spatial + λ_f · L_freq
     L_spatial = Σ_i mean((P_i(S_i) − T_i)²)

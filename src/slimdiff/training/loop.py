@@ -1,4 +1,4 @@
-"""The one training loop (DESIGN §4): teacher training, the Lite baseline and distillation.
+"""The one training loop (docs/architecture.md): teacher training, the Lite baseline and distillation.
 
 x0 (image or latent) → x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε → objective(unet, x0, x_t, t, ε) → AdamW, EMA. What is
 minimised is the objective the config asks for (`build_objective`): ε-prediction, or a teacher plus extra loss
