@@ -36,7 +36,7 @@ from slimdiff.training.checkpoint import (
     save_checkpoint,
 )
 from slimdiff.training.objectives import build_objective
-from slimdiff.training.run_outputs import RunLog, export_model, write_samples
+from slimdiff.training.run_outputs import RunLog, ScalarWindow, export_model, write_samples
 
 
 @contextlib.contextmanager
@@ -210,7 +210,7 @@ def train(
     bar = tqdm(
         total=tc.steps, initial=run.step, disable=not (main and progress), desc="training", dynamic_ncols=True
     )
-    window: dict[str, list[float]] = {}
+    scalars = ScalarWindow(accelerator)
     with _stop_signals() as received:
         while run.step < tc.steps:
             loss, terms = _forward_backward(run, batches, is_latent)
@@ -228,25 +228,15 @@ def train(
             grad_norm = _optimiser_step(run)
             step, lr = run.step, run.lr_schedule.get_last_lr()[0]
             mean_loss = float(status[0]) / accelerator.num_processes
-            for k, v in {"loss": mean_loss, **terms}.items():
-                window.setdefault(k, []).append(v)
+            scalars.add({"loss": mean_loss, **terms})
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
             if step % config.run.log_every == 0 or step == tc.steps:
-                scalars = {f"train/{k}": sum(v) / len(v) for k, v in window.items()} | {"train/lr": lr}
-                if grad_norm is not None:
-                    scalars["train/grad_norm"] = grad_norm
-                accelerator.log(scalars, step=step)
-                window.clear()
+                scalars.flush(step, {"lr": lr} | ({} if grad_norm is None else {"grad_norm": grad_norm}))
             if config.run.sample_every and step % config.run.sample_every == 0:
                 if main:
-                    write_samples(
-                        run.unet,
-                        run.ema,
-                        run.autoencoder.model,
-                        config,
-                        run_dir / "samples" / f"step-{step:08d}.png",
-                    )
+                    grid = run_dir / "samples" / f"step-{step:08d}.png"
+                    write_samples(run.unet, run.ema, run.autoencoder.model, config, grid)
                 accelerator.wait_for_everyone()
             if step % config.run.checkpoint_every == 0 or step == tc.steps or status[2] > 0:
                 save_checkpoint(run)

@@ -45,6 +45,22 @@ class RunLog:
         self.pending = None
 
 
+class ScalarWindow:
+    """Training scalars averaged over the steps since the last flush, then logged as `train/<name>`."""
+
+    def __init__(self, accelerator):
+        self.accelerator, self.values = accelerator, {}
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.values.setdefault(k, []).append(v)
+
+    def flush(self, step: int, current: dict[str, float]) -> None:
+        means = {k: sum(v) / len(v) for k, v in self.values.items()}
+        self.accelerator.log({f"train/{k}": v for k, v in (means | current).items()}, step=step)
+        self.values.clear()
+
+
 def ema_unet(unet: nn.Module, ema) -> nn.Module:
     """A copy of the bare UNet (no hooks) holding the EMA weights."""
     copy = type(unet).from_config(unet.config).to(next(unet.parameters()).device)
