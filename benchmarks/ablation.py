@@ -1,0 +1,256 @@
+"""The paper's ablation (its Table 5) at CPU scale, with seeds: Lite, +WG, +spatial, +freq, SD and the rest of
+the WG × spatial × frequency grid, plus reduced-budget sweeps of λ_s, λ_f and the distillation positions.
+
+    OMP_NUM_THREADS=1 nohup python -m benchmarks.ablation --resume > outputs/ablation/study.log 2>&1 &
+
+One teacher per data set (tiny-teacher at base width 56: 4.96M params, 12.9× tiny-sd's 0.38M and 12.1×
+tiny-lite's 0.41M — the paper's LDM/SD ratio is 13.0×) is trained first. Every student run of a seed sees
+the same data order, timesteps and noise (they are functions of the seed and the step) and the same number
+of steps; every evaluation sees the same held-out x_t and the same sampling noise. Per finished run one JSON
+file (arm, seed, metrics) lands in benchmarks/results/ablation/runs/; after each run the tables, plots and
+sample grids are rebuilt and committed (`git commit -- benchmarks/results/ablation`).
+
+Resumable: the study's settings are fixed in benchmarks/results/ablation/study.json at the first start;
+`--resume` reuses them, skips finished runs, and continues a killed run from its last checkpoint
+(outputs/ablation/, every 250 steps). Runs are done in a priority order (see `plan`), so stopping early
+leaves the most important comparisons complete. `--list` shows the plan and what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "ablation"
+WORK = Path("outputs/ablation")
+DATA = {"textures": "builtin:textures", "photos": "builtin:photos"}
+# arm: (student preset, (λ_s, λ_f) or None for no teacher). WG = the wavelet-gated tiny-sd.
+ARMS = {
+    "Lite": ("tiny-lite", None),
+    "+WG": ("tiny-sd", None),
+    "+spatial": ("tiny-lite", (0.1, 0.0)),
+    "+freq": ("tiny-lite", (0.0, 0.1)),
+    "SD": ("tiny-sd", (0.1, 0.1)),
+    "WG+spatial": ("tiny-sd", (0.1, 0.0)),
+    "WG+freq": ("tiny-sd", (0.0, 0.1)),
+    "spatial+freq": ("tiny-lite", (0.1, 0.1)),
+}
+CORE = ["Lite", "+WG", "+spatial", "+freq", "SD"]
+GRID_REST = ["WG+spatial", "WG+freq", "spatial+freq"]
+LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
+POSITION_SETS = (("output",), ("feat-up1",), ("feat-up2",), ("feat-down4",), ("output", "feat-up1"))
+DEFAULT_POSITIONS = ("output", "feat-up1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    teacher_base: int = 56
+    teacher_steps: int = 4000
+    steps: int = 2000  # student steps of the main arms
+    sweep_steps: int = 1000  # student steps of the λ / position sweeps
+    seeds: int = 3
+    extra_seeds: int = 2  # more seeds of Lite and SD, last in the plan
+    batch: int = 32
+    eps_images: int = 512  # held-out images for the ε-error spectra (× 10 timestep buckets)
+    samples: int = 1000  # generated images per run for SWD and the spectrum error
+    sampler: str = "ddim"
+    eta: float = 1.0
+    sample_steps: int = 50
+    eval_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Run:
+    group: str  # "textures", "photos" (main arms) or "sweep" (textures, reduced budget)
+    arm: str
+    seed: int
+    steps: int
+    model: str
+    lambdas: tuple[float, float] | None  # (λ_s, λ_f); None: trained without a teacher
+    positions: tuple[str, ...] = DEFAULT_POSITIONS
+
+    @property
+    def data(self) -> str:
+        return "photos" if self.group == "photos" else "textures"
+
+    @property
+    def id(self) -> str:
+        name = self.arm.lower().replace("λ_s", "ls").replace("λ_f", "lf")
+        slug = "-".join("".join(c if c.isascii() and c.isalnum() else " " for c in name).split())
+        return f"{self.group}-{slug}-s{self.seed}"
+
+
+def arm_run(group: str, arm: str, seed: int, steps: int) -> Run:
+    model, lambdas = ARMS[arm]
+    return Run(group, arm, seed, steps, model, lambdas)
+
+
+def sweep_runs(seed: int, steps: int) -> list[Run]:
+    """SD (WG + both terms) with one setting changed at a time; the default setting is shared."""
+    runs = {"WG, no teacher": Run("sweep", "WG, no teacher", seed, steps, "tiny-sd", None)}
+    for value in LAMBDAS:
+        runs[f"λ_s={value:g}"] = Run("sweep", f"λ_s={value:g}", seed, steps, "tiny-sd", (value, 0.1))
+        runs[f"λ_f={value:g}"] = Run("sweep", f"λ_f={value:g}", seed, steps, "tiny-sd", (0.1, value))
+    for positions in POSITION_SETS:
+        name = "+".join(positions)
+        runs[f"at {name}"] = Run("sweep", f"at {name}", seed, steps, "tiny-sd", (0.1, 0.1), positions)
+    # λ_s = 0.1, λ_f = 0.1 at the default positions is one run under three names: keep one.
+    for alias in ("λ_f=0.1", "at output+feat-up1"):
+        runs.pop(alias)
+    runs["λ_s=0.1"] = dataclasses.replace(runs["λ_s=0.1"], arm="λ_s=λ_f=0.1 at output+feat-up1 (default)")
+    return list(runs.values())
+
+
+def plan(s: Settings) -> list[Run]:
+    """Every run of the study, most important first: the five main arms on textures seed by seed, one seed of
+    the sweeps, the rest of the 2×2×2 grid, Lite vs SD on colour photos, a second sweep seed, extra seeds."""
+    seeds = range(s.seeds)
+    runs = [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in CORE]
+    runs += sweep_runs(0, s.sweep_steps)
+    runs += [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in GRID_REST]
+    runs += [arm_run("photos", arm, seed, s.steps) for seed in seeds for arm in ("Lite", "+WG", "SD")]
+    runs += sweep_runs(1, s.sweep_steps)
+    extra = range(s.seeds, s.seeds + s.extra_seeds)
+    runs += [arm_run("textures", arm, seed, s.steps) for seed in extra for arm in ("Lite", "SD")]
+    return runs
+
+
+def record_path(run: Run, results: Path = RESULTS) -> Path:
+    return results / "runs" / f"{run.id}.json"
+
+
+def pending(runs: list[Run], results: Path = RESULTS) -> list[Run]:
+    """The runs without a result file, in plan order."""
+    return [r for r in runs if not record_path(r, results).is_file()]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomically: a killed process never leaves a half-written result that looks finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def load_settings(args, results: Path = RESULTS) -> Settings:
+    """The study's settings: from study.json when resuming, else from the command line (and saved)."""
+    saved = results / "study.json"
+    given = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
+    if saved.is_file():
+        stored = Settings(**json.loads(saved.read_text())["settings"])
+        if not args.resume:
+            raise SystemExit(f"{saved} exists: pass --resume to continue that study (its settings: {stored})")
+        return stored
+    command = " ".join(["python -m benchmarks.ablation", *sys.argv[1:]])
+    write_json(saved, {"settings": dataclasses.asdict(given), "command": command})
+    return given
+
+
+def git_commit(paths: list[Path], message: str, attempts: int = 20) -> bool:
+    """Commit only `paths` (added first); retried while another process holds the index lock."""
+    names = [str(p) for p in paths]
+    for _ in range(attempts):
+        if Path(".git/index.lock").exists():
+            time.sleep(3)
+            continue
+        added = subprocess.run(["git", "add", "--", *names], capture_output=True, text=True)
+        if added.returncode == 0:
+            done = subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", *names], capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                return True
+            if "nothing to commit" in done.stdout + done.stderr or "no changes added" in done.stdout:
+                return False
+        time.sleep(3)
+    print(f"git commit failed: {message}", flush=True)
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(Settings):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the study in benchmarks/results/ablation"
+    )
+    parser.add_argument("--list", action="store_true", help="show the plan and what is done, then stop")
+    parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    parser.add_argument("--no-commit", action="store_true", help="do not git-commit the results")
+    parser.add_argument("--report-only", action="store_true", help="rebuild tables and plots, then stop")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="committed results (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=WORK, help="run folders, not committed (default: %(default)s)"
+    )
+    args = parser.parse_args()
+
+    from benchmarks.ablation_runner import Study, rebuild_report
+
+    settings = load_settings(args, args.results)
+    runs = plan(settings)
+    todo = pending(runs, args.results)
+    if args.list:
+        for r in runs:
+            print(
+                ("done  " if r not in todo else "todo  ")
+                + f"{r.id:48s} {r.model:10s} {r.steps:5d} steps {r.lambdas} {r.positions}"
+            )
+        print(f"{len(runs) - len(todo)} of {len(runs)} runs done")
+        return
+    if args.report_only:
+        rebuild_report(settings, runs, args.results)
+        return
+    lock = args.work / "study.pid"
+    if lock.is_file() and _alive(int(lock.read_text() or 0)):
+        raise SystemExit(f"another study process ({lock.read_text()}) is running; stop it first")
+    args.work.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    import torch
+
+    torch.set_num_threads(1)
+    study = Study(settings, args.results, args.work)
+    try:
+        for count, run in enumerate(todo):
+            if args.max_runs is not None and count >= args.max_runs:
+                break
+            write_json(record_path(run, args.results), study.do_run(run))
+            rebuild_report(settings, runs, args.results)
+            if not args.no_commit:
+                finished = len(runs) - len(pending(runs, args.results))
+                git_commit([args.results], f"ablation: {run.id} ({finished}/{len(runs)} runs)")
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def clean_partial(folder: Path) -> None:
+    """A run folder without checkpoints is an interrupted start: remove it so the run starts afresh."""
+    if (
+        folder.exists()
+        and not any((folder / "checkpoints").glob("step-*"))
+        and not (folder / "model").is_dir()
+    ):
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()

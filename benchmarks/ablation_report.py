@@ -1,0 +1,230 @@
+"""Statistics, tables and plots of the ablation study (`benchmarks/ablation.py`), from its per-run JSON files.
+
+Every metric is lower-is-better. Per arm: mean ± standard deviation over seeds. Against the Lite baseline:
+the paired difference arm − Lite per seed (same seed = same data order, noise and evaluation x_t), its mean
+and 95% t-interval, and the share of the Lite → teacher gap it closes, mean(Lite − arm) / (mean Lite −
+teacher), with the interval scaled the same way (the paper's SD closes 55% of the FID gap on FFHQ).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+# key in a run's "metrics" (dotted) → column label. All lower-is-better.
+METRICS = {
+    "eps.low": "ε-err low",
+    "eps.high": "ε-err high",
+    "eps_teacher.low": "ε−teacher low",
+    "eps_teacher.high": "ε−teacher high",
+    "swd.32x32": "SWD 32² level",
+    "swd.16x16": "SWD 16² level",
+    "swd.mean": "SWD mean",
+    "spectrum.low": "spectrum err low",
+    "spectrum.high": "spectrum err high",
+}
+BASELINE = "Lite"
+
+
+def lookup(tree: Mapping, dotted: str) -> float | None:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return float(node)
+
+
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """Two-sided Student-t quantile for `df` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (nan for one value)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t-interval of the mean of `values` (low = high = nan for fewer than two)."""
+    mean, std = mean_std(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(len(values) - 1, level) * std / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def paired_difference(arm: Mapping[int, float], base: Mapping[int, float]) -> dict:
+    """arm − base over the seeds both have: n, mean, 95% interval, and the per-seed differences."""
+    seeds = sorted(set(arm) & set(base))
+    diffs = [arm[s] - base[s] for s in seeds]
+    mean, low, high = interval(diffs)
+    return {
+        "n": len(diffs),
+        "mean": mean,
+        "low": low,
+        "high": high,
+        "per_seed": dict(zip(seeds, diffs, strict=True)),
+    }
+
+
+def gap_closed(arm: Mapping[int, float], base: Mapping[int, float], teacher: float | None) -> dict:
+    """Share of the base → teacher gap that the arm closes, mean(base − arm) / (mean base − teacher) over the
+    seeds both have, with the paired interval scaled alike. nan when the base is not worse than the teacher."""
+    d = paired_difference(arm, base)
+    seeds = sorted(set(arm) & set(base))
+    gap = statistics.mean(base[s] for s in seeds) - teacher if seeds and teacher is not None else math.nan
+    if not gap > 0:
+        return {"n": d["n"], "mean": math.nan, "low": math.nan, "high": math.nan, "gap": gap}
+    return {
+        "n": d["n"],
+        "mean": -d["mean"] / gap,
+        "low": -d["high"] / gap,
+        "high": -d["low"] / gap,
+        "gap": gap,
+    }
+
+
+def by_seed(runs: Iterable[Mapping], arm: str, metric: str) -> dict[int, float]:
+    out = {}
+    for run in runs:
+        value = lookup(run["metrics"], metric)
+        if run["arm"] == arm and value is not None:
+            out[int(run["seed"])] = value
+    return out
+
+
+def _g(x: float, digits: int = 3) -> str:
+    return "—" if x is None or math.isnan(x) else f"{x:.{digits}g}"
+
+
+def _pct(x: float) -> str:
+    return "—" if math.isnan(x) else f"{100 * x:+.0f}%"
+
+
+def arm_table(runs: list[Mapping], arms: list[str], teacher: Mapping | None, metrics=METRICS) -> list[str]:
+    """Mean ± std per arm (and the teacher's value)."""
+    head = ["arm", "seeds", *metrics.values()]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if teacher is not None:
+        values = [_g(lookup(teacher["metrics"], m) or math.nan) for m in metrics]
+        rows.append("| teacher | 1 | " + " | ".join(values) + " |")
+    for arm in arms:
+        cells, n = [], 0
+        for m in metrics:
+            values = list(by_seed(runs, arm, m).values())
+            n = max(n, len(values))
+            mean, std = mean_std(values)
+            cells.append(_g(mean) if math.isnan(std) else f"{_g(mean)} ± {_g(std, 2)}")
+        if n:
+            rows.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def paired_table(
+    runs: list[Mapping], arms: list[str], teacher: Mapping | None, base: str = BASELINE, metrics=METRICS
+) -> list[str]:
+    """Per arm and metric: mean paired Δ to the base [95% interval] and the share of the gap closed; ✓ marks an
+    interval entirely below 0 (better than the base beyond the seed spread), ✗ entirely above 0."""
+    head = ["arm vs " + base, *metrics.values()]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in arms:
+        if arm == base:
+            continue
+        cells, n = [], 0
+        for m in metrics:
+            a, b = by_seed(runs, arm, m), by_seed(runs, base, m)
+            d = paired_difference(a, b)
+            n = max(n, d["n"])
+            if not d["n"]:
+                cells.append("—")
+                continue
+            mark = "✓" if d["high"] < 0 else "✗" if d["low"] > 0 else ""
+            t_value = lookup(teacher["metrics"], m) if teacher else None
+            closed = gap_closed(a, b, t_value)
+            cells.append(
+                f"{_g(d['mean'], 2)} [{_g(d['low'], 2)}, {_g(d['high'], 2)}] {mark} ({_pct(closed['mean'])})"
+            )
+        if n:
+            rows.append(f"| {arm} (n={n}) | " + " | ".join(cells) + " |")
+    return rows
+
+
+def bucket_table(runs: list[Mapping], arms: list[str], key: str = "eps_teacher") -> list[str]:
+    """Mean over seeds of the high-band error per timestep bucket, per arm."""
+    edges = None
+    lines = []
+    for arm in arms:
+        chosen = [r for r in runs if r["arm"] == arm and key in r["metrics"]]
+        if not chosen:
+            continue
+        buckets = [r["metrics"][key]["buckets"] for r in chosen]
+        edges = edges or [(b["t_from"], b["t_to"]) for b in buckets[0]]
+        means = [statistics.mean(run[i]["high"] for run in buckets) for i in range(len(edges))]
+        lines.append(f"| {arm} | " + " | ".join(f"{v:.3g}" for v in means) + " |")
+    if edges is None:
+        return []
+    head = "| arm | " + " | ".join(f"t {a}–{b - 1}" for a, b in edges) + " |"
+    return [head, "|" + "---|" * (len(edges) + 1), *lines]
+
+
+def plot_study(
+    runs: list[Mapping], arms: list[str], teacher: Mapping | None, real: Mapping | None, out: Path
+):
+    """spectra.png (samples' radial power, mean over seeds) and eps.png (ε-error vs ground truth and vs the
+    teacher per timestep bucket, high band; and the ε-error radial profile relative to the base arm)."""
+    from slimdiff.reporting.plots import figure, save
+
+    present = [a for a in arms if any(r["arm"] == a for r in runs)]
+    if not present:
+        return []
+    fig, ax = figure(6.0, 4.2)
+    if real is not None:
+        ax.loglog(real["radii"][1:], real["power"][1:], "k-", lw=2, label="real (held out)")
+    if teacher is not None:
+        ax.loglog(teacher["radii"][1:], teacher["samples_power"][1:], "k--", lw=1.5, label="teacher")
+    for arm in present:
+        powers = [r["samples_power"] for r in runs if r["arm"] == arm]
+        mean = [statistics.mean(p[i] for p in powers) for i in range(len(powers[0]))]
+        ax.loglog(runs[0]["radii"][1:], mean[1:], label=arm)
+    ax.set_xlabel("spatial frequency (Nyquist = 1)")
+    ax.set_ylabel("power of samples")
+    ax.legend(fontsize=7)
+    written = [save(fig, out / "spectra.png")]
+
+    fig, axes = figure(13.0, 3.8, ncols=3)
+    base_profile = None
+    for arm in present:
+        chosen = [r for r in runs if r["arm"] == arm]
+        for ax, key in zip(axes[:2], ("eps", "eps_teacher"), strict=True):
+            per = [[b["high"] for b in r["metrics"][key]["buckets"]] for r in chosen]
+            centres = [(b["t_from"] + b["t_to"]) / 2 for b in chosen[0]["metrics"][key]["buckets"]]
+            mean = [statistics.mean(p[i] for p in per) for i in range(len(centres))]
+            std = [statistics.stdev(p[i] for p in per) if len(per) > 1 else 0 for i in range(len(centres))]
+            ax.errorbar(centres, mean, yerr=std, label=arm, capsize=2)
+        profile = [
+            statistics.mean(p[i] for p in [r["eps_radial"] for r in chosen])
+            for i in range(len(chosen[0]["eps_radial"]))
+        ]
+        base_profile = base_profile or (profile if arm == present[0] else None)
+        if base_profile:
+            axes[2].plot(
+                chosen[0]["radii"], [p / b for p, b in zip(profile, base_profile, strict=True)], label=arm
+            )
+    axes[0].set_title("ε̂ − ε, high band, per t")
+    axes[1].set_title("ε̂ − ε̂_teacher, high band, per t")
+    axes[2].set_title(f"ε-error power by frequency / {present[0]}")
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+        ax.set_xlabel("timestep t")
+    axes[2].set_xlabel("spatial frequency (Nyquist = 1)")
+    axes[2].axhline(1.0, color="grey", lw=0.8)
+    axes[0].legend(fontsize=7)
+    written.append(save(fig, out / "eps.png"))
+    return written
