@@ -1,0 +1,119 @@
+"""The ablation study's bookkeeping (benchmarks/ablation.py): its plan, resume, settings and table maths, on toy
+inputs — no training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # `benchmarks` lives beside src/, not in the package
+
+from benchmarks import ablation, ablation_report  # noqa: E402
+from benchmarks.ablation import CORE, Settings, pending, plan, record_path  # noqa: E402
+
+
+def test_plan_starts_with_the_five_main_arms_seed_by_seed_with_equal_steps():
+    s = Settings(seeds=3)
+    runs = plan(s)
+    first = runs[: 5 * s.seeds]
+    assert [r.arm for r in first[:5]] == CORE == ["Lite", "+WG", "+spatial", "+freq", "SD"]
+    assert [r.seed for r in first] == [0] * 5 + [1] * 5 + [2] * 5
+    assert {r.steps for r in runs if r.group != "sweep"} == {s.steps}
+    assert {r.steps for r in runs if r.group == "sweep"} == {s.sweep_steps}
+    assert len({r.id for r in runs}) == len(runs)
+
+
+def test_the_arms_are_the_papers_grid():
+    lite, wg, spatial, freq, sd = (ablation.ARMS[a] for a in CORE)
+    assert lite == ("tiny-lite", None) and wg == ("tiny-sd", None)
+    assert spatial == ("tiny-lite", (0.1, 0.0)) and freq == ("tiny-lite", (0.0, 0.1))
+    assert sd == ("tiny-sd", (0.1, 0.1))
+    assert len(set(ablation.ARMS.values())) == 8  # the full 2 × 2 × 2
+
+
+def test_sweeps_vary_one_setting_at_a_time_and_share_the_default_run():
+    runs = ablation.sweep_runs(0, 100)
+    settings = [(r.lambdas, r.positions) for r in runs]
+    assert len(settings) == len(set(settings)) == 14  # 1 without teacher + 4 + 4 + 4 + the shared default
+    assert ((0.1, 0.1), ("output", "feat-up1")) in settings
+    default_positions = [(lam, pos) for lam, pos in settings if lam and len(pos) == 2]
+    assert {lam[0] for lam, _ in default_positions if lam[1] == 0.1} == set(ablation.LAMBDAS)
+    assert {lam[1] for lam, _ in default_positions if lam[0] == 0.1} == set(ablation.LAMBDAS)
+    assert all(r.id.isascii() for r in runs)
+
+
+def test_resume_skips_finished_runs_and_keeps_the_order(tmp_path):
+    runs = plan(Settings(seeds=2, extra_seeds=0))
+    for run in runs[:3] + runs[5:6]:
+        ablation.write_json(record_path(run, tmp_path), {"arm": run.arm, "seed": run.seed, "metrics": {}})
+    todo = pending(runs, tmp_path)
+    assert todo == runs[3:5] + runs[6:]
+    assert not list((tmp_path / "runs").glob(".tmp-*"))  # written atomically
+
+
+def _args(resume: bool, **changes) -> argparse.Namespace:
+    values = {**Settings().__dict__, **changes}
+    return argparse.Namespace(resume=resume, **values)
+
+
+def test_settings_are_fixed_at_the_first_start(tmp_path):
+    first = ablation.load_settings(_args(False, steps=7), tmp_path)
+    assert first.steps == 7 and json.loads((tmp_path / "study.json").read_text())["settings"]["steps"] == 7
+    with pytest.raises(SystemExit, match="--resume"):
+        ablation.load_settings(_args(False), tmp_path)
+    assert ablation.load_settings(_args(True, steps=99), tmp_path).steps == 7  # the study's, not the CLI's
+
+
+def test_an_interrupted_start_without_checkpoints_is_cleaned_but_checkpoints_are_kept(tmp_path):
+    empty, started = tmp_path / "a", tmp_path / "b"
+    (empty / "logs").mkdir(parents=True)
+    (started / "checkpoints" / "step-00000250").mkdir(parents=True)
+    ablation.clean_partial(empty)
+    ablation.clean_partial(started)
+    assert not empty.exists() and started.exists()
+
+
+def test_paired_difference_uses_the_t_interval():
+    base = {0: 10.0, 1: 12.0, 2: 11.0}
+    arm = {0: 9.0, 1: 10.0, 2: 11.0, 5: 0.0}  # seed 5 has no partner and is left out
+    d = ablation_report.paired_difference(arm, base)
+    assert d["n"] == 3 and d["per_seed"] == {0: -1.0, 1: -2.0, 2: 0.0}
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) · sd / √n, sd of (−1, −2, 0) = 1
+    assert d["mean"] == pytest.approx(-1.0)
+    assert (d["low"], d["high"]) == pytest.approx((-1.0 - half, -1.0 + half))
+
+
+def test_gap_closed_is_the_share_of_lite_to_teacher():
+    # The paper's FID numbers: Lite 17.3, SD 10.5, teacher 5.0 → 55%.
+    closed = ablation_report.gap_closed({0: 10.5}, {0: 17.3}, 5.0)
+    assert closed["mean"] == pytest.approx(0.5528, abs=1e-4)
+    base, arm = {0: 10.0, 1: 12.0, 2: 11.0}, {0: 8.0, 1: 9.0, 2: 8.0}
+    closed = ablation_report.gap_closed(arm, base, 5.0)
+    assert closed["mean"] == pytest.approx((11.0 - 25 / 3) / 6.0)
+    assert closed["low"] < closed["mean"] < closed["high"]
+    teacher_worse = ablation_report.gap_closed(arm, base, 20.0)
+    assert math.isnan(teacher_worse["mean"])  # a teacher worse than Lite leaves no gap to close
+
+
+def _record(arm: str, seed, value: float) -> dict:
+    return {"arm": arm, "seed": seed, "group": "textures", "metrics": {"eps": {"high": value}}}
+
+
+def test_tables_mark_differences_beyond_the_seed_spread():
+    runs = [_record("Lite", s, v) for s, v in enumerate((1.0, 1.1, 0.9))]
+    runs += [_record("SD", s, v) for s, v in enumerate((0.5, 0.62, 0.41))]  # clearly better
+    runs += [_record("+WG", s, v) for s, v in enumerate((1.2, 0.9, 1.0))]  # within the spread
+    metrics = {"eps.high": "ε high"}
+    teacher = _record("teacher", None, 0.1)
+    table = "\n".join(ablation_report.arm_table(runs, ["Lite", "+WG", "SD"], teacher, metrics))
+    assert "| Lite | 3 | 1 ± 0.1 |" in table and "| teacher | 1 | 0.1 |" in table
+    paired = ablation_report.paired_table(runs, ["Lite", "+WG", "SD"], teacher, metrics=metrics)
+    sd_row = next(row for row in paired if row.startswith("| SD"))
+    wg_row = next(row for row in paired if row.startswith("| +WG"))
+    assert "✓" in sd_row and "(+54%)" in sd_row  # (1.0 − 0.51) / (1.0 − 0.1) = 0.544
+    assert "✓" not in wg_row and "✗" not in wg_row
