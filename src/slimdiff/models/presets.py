@@ -14,6 +14,14 @@ import torch
 from diffusers import ModelMixin
 
 from slimdiff.errors import ConfigError
+from slimdiff.models.architectures import (
+    PAPER_NORM_GROUPS,  # noqa: F401 (re-exported)
+    cin_config,
+    f4_config,
+    kl8_config,
+    txt_config,
+)
+from slimdiff.models.architectures import unet_config as _unet_config
 from slimdiff.models.inputs import CONTEXT_TOKENS, example_inputs
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel, zero_init_residuals
 
@@ -23,7 +31,6 @@ from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel, zero
 # The paper presets keep CompVis' 32 groups at every width (`normalization()` = GroupNorm32(32, ·)): that is the
 # architecture the paper's LDM / Lite-LDM / SD numbers were measured with.
 TINY_CHANNELS_PER_GROUP = 4
-PAPER_NORM_GROUPS = 32
 
 
 @dataclass(frozen=True)
@@ -61,95 +68,6 @@ class Preset:
         return example_inputs(self.config, batch, tokens=self.context_tokens or CONTEXT_TOKENS, device=device)
 
 
-def _unet_config(
-    base: int,
-    mult,
-    attention,
-    *,
-    sample_size: int,
-    channels: int,
-    heads,
-    slim: bool,
-    conditional: bool = False,
-    **extra,
-) -> dict:
-    """A diffusers UNet config: block widths base × mult, attention (or cross-attention) where `attention`."""
-    kind = "CrossAttn" if conditional else "Attn"
-    levels = range(len(mult))
-    return {
-        "sample_size": sample_size,
-        "in_channels": channels,
-        "out_channels": channels,
-        "block_out_channels": tuple(base * m for m in mult),
-        "down_block_types": tuple(f"{kind}DownBlock2D" if attention[i] else "DownBlock2D" for i in levels),
-        "up_block_types": tuple(
-            f"{kind}UpBlock2D" if attention[i] else "UpBlock2D" for i in reversed(levels)
-        ),
-        "layers_per_block": 2,
-        "attention_head_dim": heads,
-        "norm_num_groups": PAPER_NORM_GROUPS,
-        "wavelet_gating": slim,
-        **extra,
-    }
-
-
-def _f4(base: int, slim: bool) -> dict:
-    # CompVis ldm f4 (FFHQ / CelebA-HQ / Bedroom): 64×64×3 latents, mult 1,2,3,4, attention below level 0.
-    return _unet_config(
-        base, (1, 2, 3, 4), (False, True, True, True), sample_size=64, channels=3, heads=32, slim=slim
-    )
-
-
-def _kl8(base: int, slim: bool) -> dict:
-    # CompVis ldm kl8 (Church): 32×32×4 latents, mult 1,2,2,4,4, attention at 32/16/8/4, 8 heads,
-    # scale-shift norm and res-block up/down-sampling.
-    return _unet_config(
-        base,
-        (1, 2, 2, 4, 4),
-        (True, True, True, True, False),
-        sample_size=32,
-        channels=4,
-        heads=base // 8,
-        slim=slim,
-        resnet_time_scale_shift="scale_shift",
-        downsample_type="resnet",
-        upsample_type="resnet",
-    )
-
-
-def _cin(base: int, slim: bool) -> dict:
-    # CompVis cin256-v2: 64×64×3 VQ-f4 latents, mult 1,2,3,5, cross-attention at ds 2/4/8 with 32-dim heads
-    # over a one-token class context (1000 classes + the "no class" row) of width 512.
-    mult = (1, 2, 3, 5)
-    return _unet_config(
-        base,
-        mult,
-        (False, True, True, True),
-        sample_size=64,
-        channels=3,
-        heads=tuple(base * m // 32 for m in mult),
-        cross_attention_dim=512,
-        conditional=True,
-        slim=slim,
-        num_context_classes=1000,
-    )
-
-
-def _txt(base: int, slim: bool) -> dict:
-    # Stable-Diffusion-style text UNet on KL-f8 latents (32×32×4 at 256 px), CLIP ViT-L/14 context 77×768.
-    return _unet_config(
-        base,
-        (1, 2, 4, 4),
-        (True, True, True, False),
-        sample_size=32,
-        channels=4,
-        heads=8,
-        cross_attention_dim=768,
-        conditional=True,
-        slim=slim,
-    )
-
-
 def _tiny(base: int, slim: bool) -> dict:
     # CPU-sized, 32×32 pixel space: used by tests, the demo and the small-scale study.
     return {
@@ -175,33 +93,56 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "ldm-f4",
             "LDM teacher, VQ-f4 64×64×3",
-            _f4(224, False),
+            f4_config(224, False),
             params_paper=274.1 * M,
             macs_paper=96.1 * G,
         ),
         Preset(
-            "lite-ldm-f4", "LDM, base 64, VQ-f4", _f4(64, False), params_paper=22.4 * M, macs_paper=7.9 * G
+            "lite-ldm-f4",
+            "LDM, base 64, VQ-f4",
+            f4_config(64, False),
+            params_paper=22.4 * M,
+            macs_paper=7.9 * G,
         ),
         Preset(
-            "sd-f4", "Spectral Diffusion, VQ-f4", _f4(64, True), params_paper=21.1 * M, macs_paper=6.7 * G
+            "sd-f4",
+            "Spectral Diffusion, VQ-f4",
+            f4_config(64, True),
+            params_paper=21.1 * M,
+            macs_paper=6.7 * G,
         ),
         Preset(
             "ldm-kl8",
             "LDM teacher, KL-f8 32×32×4",
-            _kl8(192, False),
+            kl8_config(192, False),
             params_paper=295.0 * M,
             macs_paper=18.7 * G,
         ),
         Preset(
-            "lite-ldm-kl8", "LDM, base 64, KL-f8", _kl8(64, False), params_paper=32.8 * M, macs_paper=2.1 * G
+            "lite-ldm-kl8",
+            "LDM, base 64, KL-f8",
+            kl8_config(64, False),
+            params_paper=32.8 * M,
+            macs_paper=2.1 * G,
         ),
         Preset(
-            "sd-kl8", "Spectral Diffusion, KL-f8", _kl8(64, True), params_paper=33.8 * M, macs_paper=2.1 * G
+            "sd-kl8",
+            "Spectral Diffusion, KL-f8",
+            kl8_config(64, True),
+            params_paper=33.8 * M,
+            macs_paper=2.1 * G,
+        ),
+        Preset(
+            "sd-kl8-replace",
+            "sd-kl8 with the res-block samplers replaced by WG-Down/Up",
+            kl8_config(64, True, "replace"),
+            params_paper=33.8 * M,
+            macs_paper=2.1 * G,
         ),
         Preset(
             "ldm-cin",
             "LDM-CFG ImageNet",
-            _cin(192, False),
+            cin_config(192, False),
             True,
             1,
             params_paper=400.9 * M,
@@ -210,16 +151,41 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "lite-ldm-cin",
             "LDM-CFG, base 64",
-            _cin(64, False),
+            cin_config(64, False),
             True,
             1,
             params_paper=47.0 * M,
             macs_paper=11.1 * G,
         ),
         Preset(
-            "sd-cin", "SD-CFG ImageNet", _cin(64, True), True, 1, params_paper=45.4 * M, macs_paper=9.9 * G
+            "sd-cin",
+            "SD-CFG ImageNet",
+            cin_config(64, True),
+            True,
+            1,
+            params_paper=45.4 * M,
+            macs_paper=9.9 * G,
         ),
-        Preset("sd-txt", "SD text-to-image, CLIP 77×768", _txt(96, True), True, 77, params_paper=77.6 * M),
+        Preset(
+            "sd-cin-table",
+            "SD-CFG with the paper table's widths (deepest 256)",
+            cin_config(64, True, (1, 2, 3, 4)),
+            True,
+            1,
+            params_paper=45.4 * M,
+            macs_paper=9.9 * G,
+        ),
+        Preset(
+            "sd-txt", "SD text-to-image, CLIP 77×768", txt_config(96, True), True, 77, params_paper=77.6 * M
+        ),
+        Preset(
+            "sd-txt-table",
+            "SD text with the paper table's widths (128/256/512/512, 32-dim heads)",
+            txt_config(128, True, head_dim=32),
+            True,
+            77,
+            params_paper=77.6 * M,
+        ),
         Preset("tiny-teacher", "CPU-sized teacher, 32×32×3 pixels", _tiny(32, False)),
         Preset("tiny-lite", "CPU-sized Lite baseline", _tiny(16, False)),
         Preset("tiny-sd", "CPU-sized Spectral Diffusion", _tiny(16, True)),

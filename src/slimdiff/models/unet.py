@@ -18,8 +18,18 @@ from torch import nn
 
 from slimdiff.models.gating import WGDown, WGUp
 
-# Defaults of the fields slimdiff adds to the diffusers configs.
-SLIM_FIELDS = {"wavelet_gating": True, "wavelet_up": "repeat", "gate_reduction": 4}
+# Defaults of the fields slimdiff adds to the diffusers configs. `resnet_samplers`: what wavelet gating does to a
+# res-block sampler (CompVis `resblock_updown`): "replace" it by WG-Down/WG-Up, or "gate" it — keep the block and
+# make its inner nearest / average-pool resampling wavelet-gated. `attention_heads`: a fixed head count in every
+# attention layer (CompVis `num_heads`); None keeps diffusers' channels / attention_head_dim.
+SLIM_FIELDS = {
+    "wavelet_gating": True,
+    "wavelet_up": "repeat",
+    "gate_reduction": 4,
+    "resnet_samplers": "replace",
+    "attention_heads": None,
+}
+RESNET_SAMPLER_MODES = ("replace", "gate")
 CONDITION_FIELDS = {"num_context_classes": None}
 
 
@@ -33,18 +43,47 @@ def _sampler_channels(sampler: nn.Module) -> int:
     return channels
 
 
-def apply_wavelet_gating(unet: nn.Module, up_mode: str = "repeat", reduction: int = 4) -> None:
-    """Replace every down-sampler of `unet` by WG-Down and every up-sampler by WG-Up, in place."""
+def apply_wavelet_gating(
+    unet: nn.Module, up_mode: str = "repeat", reduction: int = 4, resnet_samplers: str = "replace"
+) -> None:
+    """Replace every down-sampler of `unet` by WG-Down and every up-sampler by WG-Up, in place. With
+    `resnet_samplers="gate"` a res-block sampler stays and only its inner resampling (applied to the block's input
+    and to its residual branch, one gate per block) becomes WG-Down / WG-Up."""
+    if resnet_samplers not in RESNET_SAMPLER_MODES:
+        raise ValueError(
+            f"unknown resnet_samplers {resnet_samplers!r}; valid: {', '.join(RESNET_SAMPLER_MODES)}"
+        )
+    keep = resnet_samplers == "gate"
     for block in unet.down_blocks:
-        if getattr(block, "downsamplers", None) is not None:
-            block.downsamplers = nn.ModuleList(
-                WGDown(_sampler_channels(s), reduction) for s in block.downsamplers
-            )
+        for i, s in enumerate(getattr(block, "downsamplers", None) or ()):
+            if keep and isinstance(s, ResnetBlock2D):
+                s.downsample = WGDown(_sampler_channels(s), reduction)
+            else:
+                block.downsamplers[i] = WGDown(_sampler_channels(s), reduction)
     for block in unet.up_blocks:
-        if getattr(block, "upsamplers", None) is not None:
-            block.upsamplers = nn.ModuleList(
-                WGUp(_sampler_channels(s), reduction, up_mode) for s in block.upsamplers
-            )
+        for i, s in enumerate(getattr(block, "upsamplers", None) or ()):
+            if keep and isinstance(s, ResnetBlock2D):
+                s.upsample = WGUp(_sampler_channels(s), reduction, up_mode)
+            else:
+                block.upsamplers[i] = WGUp(_sampler_channels(s), reduction, up_mode)
+
+
+def fix_attention_heads(unet: nn.Module, heads: int) -> None:
+    """Give every attention layer of `unet` `heads` heads of width channels / heads (CompVis `num_heads`), in
+    place; the weights do not change shape, only how they are split into heads."""
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            if module.inner_dim % heads:
+                raise ValueError(f"attention width {module.inner_dim} is not divisible by {heads} heads")
+            module.heads = module.sliceable_head_dim = heads
+            module.scale = (module.inner_dim // heads) ** -0.5 if module.scale_qk else 1.0
+
+
+def _slim_setup(unet: nn.Module, gating: bool, up: str, reduction: int, resnet_samplers: str, heads) -> None:
+    if gating:
+        apply_wavelet_gating(unet, up, reduction, resnet_samplers)
+    if heads is not None:
+        fix_attention_heads(unet, heads)
 
 
 def zero_init_residuals(unet: nn.Module) -> nn.Module:
@@ -84,10 +123,18 @@ def _extend_signature(init, parent: type, fields: dict) -> None:
 class SlimUNet2DModel(UNet2DModel):
     """`UNet2DModel` with optional wavelet-gated down/up-sampling (unconditional or class-embedding)."""
 
-    def __init__(self, *args, wavelet_gating=True, wavelet_up="repeat", gate_reduction=4, **kwargs):
+    def __init__(
+        self,
+        *args,
+        wavelet_gating=True,
+        wavelet_up="repeat",
+        gate_reduction=4,
+        resnet_samplers="replace",
+        attention_heads=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        if wavelet_gating:
-            apply_wavelet_gating(self, wavelet_up, gate_reduction)
+        _slim_setup(self, wavelet_gating, wavelet_up, gate_reduction, resnet_samplers, attention_heads)
 
     _extend_signature(__init__, UNet2DModel, SLIM_FIELDS)
     __init__ = register_to_config(__init__)
@@ -107,12 +154,13 @@ class SlimUNet2DConditionModel(UNet2DConditionModel):
         wavelet_gating=True,
         wavelet_up="repeat",
         gate_reduction=4,
+        resnet_samplers="replace",
+        attention_heads=None,
         num_context_classes=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        if wavelet_gating:
-            apply_wavelet_gating(self, wavelet_up, gate_reduction)
+        _slim_setup(self, wavelet_gating, wavelet_up, gate_reduction, resnet_samplers, attention_heads)
         self.class_context = None
         if num_context_classes is not None:
             self.class_context = nn.Embedding(num_context_classes + 1, self.config.cross_attention_dim)
