@@ -340,7 +340,10 @@ def test_a_conditional_teacher_is_named_as_the_teacher(tmp_path):
     path = tmp_path / "d.yaml"
     path.write_text(yaml.safe_dump(_config(tmp_path / "run")))
     result = runner.invoke(app, ["distill", str(path), "--teacher", str(tmp_path / "teacher")])
-    assert result.exit_code == 2 and "the teacher is a conditional UNet" in _one_line(result)
+    assert (
+        result.exit_code == 2
+        and "the teacher is text-conditional but the student is unconditional" in _one_line(result)
+    )
     assert not (tmp_path / "run").exists()
 
 

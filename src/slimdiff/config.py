@@ -36,6 +36,8 @@ class DataConfig:
     source: str = "builtin:textures"  # folder, HF dataset name / dir, builtin:photos, builtin:textures
     size: int = 32  # image side in pixels
     image_column: str = "image"  # HF datasets only
+    label_column: str | None = None  # HF datasets: class labels, for conditioning.kind class
+    caption_column: str | None = None  # HF datasets: captions, for conditioning.kind text
     strict: bool = False  # a bad image file stops the run instead of being skipped
     length: int | None = None  # cap on images (folder / HF) or number of crops (builtin)
     seed: int = 0  # built-in crops
@@ -128,6 +130,29 @@ class RunConfig:
 
 
 @dataclass
+class ConditioningConfig:
+    """What the UNet is conditioned on; a class model learns a null class and a text model the empty prompt
+    (classifier-free guidance)."""
+
+    kind: str | None = None  # none, class, text; None: what the preset takes
+    cond_dropout: float = 0.1  # share of samples trained on the null class / empty prompt
+    text_encoder: str = (
+        "openai/clip-vit-large-patch14"  # CLIP text model + tokenizer (hub id or folder), frozen
+    )
+
+    def __post_init__(self):
+        kinds = ("none", "class", "text")
+        _check(
+            self.kind is None or self.kind in kinds,
+            f"conditioning.kind must be one of {', '.join(kinds)}, got {self.kind!r}",
+        )
+        _check(
+            0 <= self.cond_dropout < 1,
+            f"conditioning.cond_dropout must lie in [0, 1), got {self.cond_dropout}",
+        )
+
+
+@dataclass
 class DistillConfig:
     """L = L_ε + λ_s·L_spatial + λ_f·L_freq against a frozen teacher (README, "Distillation")."""
 
@@ -137,8 +162,10 @@ class DistillConfig:
     lambda_freq: float = 0.1  # λ_f; 0 switches the frequency term off
     alpha: float = -1.0  # α: exponent of the clean spectrum in ω (< 0 lifts high frequencies)
     delta: float = 1e-3  # δ: keeps ω finite where the spectrum vanishes
+    omega: str = "ours"  # ω: ours (normalised, channel mean, + δ) or paper (|F(resize(x0))|^α literally)
 
     def __post_init__(self):
+        _check(self.omega in ("ours", "paper"), f"distill.omega must be ours or paper, got {self.omega!r}")
         unknown = [p for p in self.positions if p not in DISTILL_POSITIONS]
         _check(
             not unknown and bool(self.positions),
@@ -157,6 +184,7 @@ class Config:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     distill: DistillConfig | None = None  # present: distil from distill.teacher instead of plain ε
 
     def __post_init__(self):

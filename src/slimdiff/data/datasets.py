@@ -14,29 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from slimdiff.data.builtin import builtin_dataset
+from slimdiff.data.conditions import KINDS as CONDITION_KINDS
+from slimdiff.data.conditions import column_conditions, folder_captions, folder_classes
 from slimdiff.data.transforms import UPSCALE_WARNING, to_tensor
 from slimdiff.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-# Images shipped inside scikit-image, so the tool runs with no download at all.
-BUILTIN_IMAGES = {
-    "photos": (
-        "astronaut",
-        "chelsea",
-        "coffee",
-        "rocket",
-        "hubble_deep_field",
-        "immunohistochemistry",
-        "retina",
-    ),
-    # Grayscale textures, rich in high frequencies — what slim models lose first.
-    "textures": ("brick", "grass", "gravel"),
-}
-BUILTIN_LENGTH = 10_000  # crops per epoch of a built-in set unless `length` says otherwise
 # PIL raises these for files that are not images, are cut short, or are too large to decode safely.
 _READ_ERRORS = (
     OSError,
@@ -49,10 +36,28 @@ _READ_ERRORS = (
 
 
 class _SkippingDataset(Dataset):
-    """Shared skip-or-fail handling: a bad item is replaced by the next readable one."""
+    """Shared skip-or-fail handling: a bad item is replaced by the next readable one (with its own condition).
+    With `conditions` (a label or caption per item), items are (image, condition)."""
 
     strict: bool
     skipped: list[str]
+    conditions: list | None = None
+    class_names: list[str] | None = None
+
+    def _condition(
+        self, conditioning: str, root_or_table, source: str, label_column=None, caption_column=None
+    ):
+        if conditioning == "none":
+            return
+        if isinstance(root_or_table, Path):
+            paths = self.paths
+            if conditioning == "class":
+                self.conditions, self.class_names = folder_classes(root_or_table, paths)
+            else:
+                self.conditions = folder_captions(root_or_table, paths)
+        else:
+            column = label_column if conditioning == "class" else caption_column
+            self.conditions, self.class_names = column_conditions(root_or_table, source, conditioning, column)
 
     def _load(self, index: int) -> Image.Image:
         raise NotImplementedError
@@ -84,14 +89,22 @@ class _SkippingDataset(Dataset):
                     "detail (warned once per data set)",
                     stacklevel=2,
                 )
-            return tensor
+            return tensor if self.conditions is None else (tensor, self.conditions[i])
         raise DataError("no readable image in the data source")
 
 
 class FolderDataset(_SkippingDataset):
     """Every image below a folder (recursively), in sorted path order."""
 
-    def __init__(self, root: Path, size: int, *, strict: bool = False, length: int | None = None):
+    def __init__(
+        self,
+        root: Path,
+        size: int,
+        *,
+        strict: bool = False,
+        length: int | None = None,
+        conditioning: str = "none",
+    ):
         self.size, self.strict, self.skipped = size, strict, []
         candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not candidates:
@@ -110,6 +123,7 @@ class FolderDataset(_SkippingDataset):
             raise DataError(f"none of the {len(candidates)} image files under {root} could be read")
         if length is not None:
             self.paths = self.paths[:length]
+        self._condition(conditioning, root, str(root))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -125,7 +139,16 @@ class HFDataset(_SkippingDataset):
     """An image column of a Hugging Face dataset (hub name, local dataset dir, or `save_to_disk` output)."""
 
     def __init__(
-        self, source: str, size: int, *, image_column: str, strict: bool = False, length: int | None = None
+        self,
+        source: str,
+        size: int,
+        *,
+        image_column: str,
+        strict: bool = False,
+        length: int | None = None,
+        conditioning: str = "none",
+        label_column: str | None = None,
+        caption_column: str | None = None,
     ):
         self.size, self.strict, self.skipped = size, strict, []
         self.source = source
@@ -139,6 +162,7 @@ class HFDataset(_SkippingDataset):
             raise DataError(f"dataset {source!r} is empty")
         if length is not None:
             table = table.select(range(min(length, len(table))))
+        self._condition(conditioning, table, source, label_column, caption_column)
         self.column = table.cast_column(image_column, _image_feature(decode=False))[image_column]
 
     def __len__(self) -> int:
@@ -178,43 +202,6 @@ def _open_hf(source: str):
     return loaded
 
 
-class BuiltinCrops(Dataset):
-    """Random square crops of images that ship inside scikit-image, resized to `size`.
-
-    Crop i depends only on (seed, i), so an epoch is reproducible in any order and across processes.
-    The crop side is drawn between `size` and 4 × `size` (capped by the image), mixing scales.
-    """
-
-    def __init__(self, kind: str, size: int, *, seed: int = 0, length: int | None = None):
-        import skimage.data
-
-        self.kind, self.size, self.seed = kind, size, seed
-        self.length = BUILTIN_LENGTH if length is None else length
-        self.skipped: list[str] = []
-        self.images = []
-        for name in BUILTIN_IMAGES[kind]:
-            array = torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)()))
-            if array.ndim == 2:
-                array = array[..., None].expand(-1, -1, 3)
-            self.images.append(array.permute(2, 0, 1).contiguous())  # (3, H, W) uint8
-            if min(array.shape[:2]) < size:
-                raise DataError(f"builtin:{kind} images are smaller than size {size}")
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, index])
-        image = self.images[rng.integers(len(self.images))]
-        h, w = image.shape[1:]
-        side = int(rng.integers(self.size, min(4 * self.size, h, w) + 1))
-        top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-        crop = image[None, :, top : top + side, left : left + side].float()
-        if side != self.size:
-            crop = F.interpolate(crop, size=(self.size, self.size), mode="bicubic", antialias=True)
-        return (crop[0] / 127.5 - 1.0).clamp(-1.0, 1.0)
-
-
 def make_dataset(
     source: str,
     size: int,
@@ -223,29 +210,46 @@ def make_dataset(
     strict: bool = False,
     image_column: str = "image",
     length: int | None = None,
+    conditioning: str = "none",
+    label_column: str | None = None,
+    caption_column: str | None = None,
 ) -> Dataset:
-    """The dataset named by `source`: `builtin:photos`, `builtin:textures`, an image folder, or a Hugging Face
-    dataset (hub name or local dir). `length` caps a folder / HF set and sets the number of built-in crops."""
+    """The dataset named by `source`: `builtin:photos|textures|digits`, an image folder, or a Hugging Face
+    dataset (hub name or local dir). `length` caps a folder / HF set and sets the number of built-in crops.
+    With `conditioning` "class" or "text" items are (image, label) or (image, caption), and the dataset's
+    `class_names` lists the classes (see `slimdiff.data.conditions`)."""
     if size < 1:
         raise DataError(f"image size must be positive, got {size}")
     if length is not None and length < 1:
         raise DataError(f"length must be positive, got {length}")
+    if conditioning not in CONDITION_KINDS:
+        raise DataError(f"unknown conditioning {conditioning!r}; valid: {', '.join(CONDITION_KINDS)}")
     if source.startswith("builtin:"):
+        if conditioning == "text":
+            raise DataError(
+                f"{source} has no captions; text conditioning needs a folder with metadata or a dataset"
+            )
         kind = source.removeprefix("builtin:")
-        if kind not in BUILTIN_IMAGES:
-            valid = ", ".join(f"builtin:{k}" for k in BUILTIN_IMAGES)
-            raise DataError(f"unknown built-in data set {source!r}; valid: {valid}")
-        return BuiltinCrops(kind, size, seed=seed, length=length)
+        return builtin_dataset(kind, size, seed=seed, length=length, labelled=conditioning == "class")
     path = Path(source).expanduser()
     if path.is_dir() and not _looks_like_hf_dir(path):
-        return FolderDataset(path, size, strict=strict, length=length)
+        return FolderDataset(path, size, strict=strict, length=length, conditioning=conditioning)
     if path.exists() and not path.is_dir():
         raise DataError(
             f"data source {source} is a file; give a folder of images, a dataset name or builtin:…"
         )
     if not path.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise DataError(f"data folder {source} does not exist")
-    return HFDataset(source, size, image_column=image_column, strict=strict, length=length)
+    return HFDataset(
+        source,
+        size,
+        image_column=image_column,
+        strict=strict,
+        length=length,
+        conditioning=conditioning,
+        label_column=label_column,
+        caption_column=caption_column,
+    )
 
 
 def _looks_like_hf_dir(path: Path) -> bool:
@@ -285,7 +289,6 @@ def _subset(total: int, n: int, seed: int) -> np.ndarray:
 
 
 __all__ = [
-    "BuiltinCrops",
     "FolderDataset",
     "HFDataset",
     "held_out_images",

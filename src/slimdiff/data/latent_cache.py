@@ -33,16 +33,25 @@ def source_fingerprint(source: str, size: int, seed: int, length: int | None, im
 
 
 class LatentDataset(Dataset):
-    """Latents held in memory, one (C, h, w) tensor per item."""
+    """Latents held in memory, one (C, h, w) tensor per item; with `conditions`, items are (latent, condition)
+    like the image set they came from."""
 
-    def __init__(self, latents: torch.Tensor):
-        self.latents = latents
+    def __init__(
+        self, latents: torch.Tensor, conditions: list | None = None, class_names: list[str] | None = None
+    ):
+        self.latents, self.conditions, self.class_names = latents, conditions, class_names
 
     def __len__(self) -> int:
         return self.latents.shape[0]
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.latents[index]
+    def __getitem__(self, index: int):
+        latent = self.latents[index]
+        return latent if self.conditions is None else (latent, self.conditions[index])
+
+
+def _dataset(folder: Path, index: dict) -> LatentDataset:
+    latents = torch.cat([load_file(folder / name)["latents"] for name in index["shards"]])
+    return LatentDataset(latents, index.get("conditions"), index.get("class_names"))
 
 
 def cached_latents(
@@ -61,9 +70,7 @@ def cached_latents(
     folder = Path(cache_root) / key[:24]
     index_file = folder / "index.json"
     if index_file.is_file() and json.loads(index_file.read_text()).get("key") == key:
-        index = json.loads(index_file.read_text())
-        shards = [load_file(folder / name)["latents"] for name in index["shards"]]
-        return LatentDataset(torch.cat(shards)), folder
+        return _dataset(folder, json.loads(index_file.read_text())), folder
     from tqdm.auto import tqdm
 
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
@@ -71,8 +78,11 @@ def cached_latents(
     tmp.mkdir(parents=True)
     autoencoder.to(device)
     loader = DataLoader(images, batch_size=batch_size, shuffle=False)
-    encoded, shards, pending = [], [], 0
+    encoded, shards, pending, conditions = [], [], 0, []
     for batch in tqdm(loader, desc="encoding latents", disable=not progress):
+        if isinstance(batch, (list, tuple)):  # (images, labels or captions)
+            batch, labels = batch
+            conditions += labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
         encoded.append(autoencoder.encode(batch.to(device)).cpu())
         pending += batch.shape[0]
         if pending >= SHARD_SIZE:
@@ -80,10 +90,13 @@ def cached_latents(
             encoded, pending = [], 0
     if encoded:
         shards.append(_write_shard(tmp, len(shards), torch.cat(encoded)))
-    (tmp / "index.json").write_text(json.dumps({"key": key, "count": len(images), "shards": shards}))
+    index = {"key": key, "count": len(images), "shards": shards}
+    if conditions:
+        index.update(conditions=conditions, class_names=getattr(images, "class_names", None))
+    (tmp / "index.json").write_text(json.dumps(index))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    return LatentDataset(torch.cat([load_file(folder / name)["latents"] for name in shards])), folder
+    return _dataset(folder, index), folder
 
 
 def _write_shard(folder: Path, number: int, latents: torch.Tensor) -> str:

@@ -27,10 +27,12 @@ def training_set(
     main_first: Callable[[], AbstractContextManager] = nullcontext,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    conditioning: str = "none",
 ) -> tuple[Dataset, bool]:
-    """(dataset, whether it yields latents already) for a `DataConfig`. With `cache_root` and a real
-    autoencoder, latents come from (or are written to) the cache under it; `main_first` lets the main process
-    of a distributed run fill the cache before the others read it."""
+    """(dataset, whether it yields latents already) for a `DataConfig`; with `conditioning` class / text the
+    items are (image or latent, label or caption). With `cache_root` and a real autoencoder, latents come
+    from (or are written to) the cache under it; `main_first` lets the main process of a distributed run fill
+    the cache before the others read it."""
     images = make_dataset(
         data.source,
         data.size,
@@ -38,6 +40,9 @@ def training_set(
         strict=data.strict,
         image_column=data.image_column,
         length=data.length,
+        conditioning=conditioning,
+        label_column=data.label_column,
+        caption_column=data.caption_column,
     )
     skipped = getattr(images, "skipped", [])
     if skipped:
@@ -45,6 +50,7 @@ def training_set(
     if cache_root is None or autoencoder.kind == "identity":
         return images, False
     key = source_fingerprint(data.source, data.size, data.seed, data.length, data.image_column)
+    key += f":{conditioning}:{data.label_column}:{data.caption_column}"
     with main_first():
         latents, folder = cached_latents(
             images, autoencoder, cache_root, key, batch_size=batch_size, device=device, progress=progress

@@ -13,6 +13,7 @@ from diffusers import ModelMixin, UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 from slimdiff.errors import ModelError
+from slimdiff.models.inputs import condition_input
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 
 UNET_CLASSES: dict[str, type[ModelMixin]] = {
@@ -125,11 +126,25 @@ def load_teacher(source: str | Path, **hub_kwargs) -> nn.Module:
 
 
 def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
-    """Teacher and student must share the latent space and be unconditional."""
+    """Teacher and student must share the latent space and take the same condition (none, the same classes, or
+    contexts of the same width)."""
     t, s = teacher.config, student.config
-    for name, cfg in (("teacher", t), ("student", s)):
-        if cfg.get("cross_attention_dim") is not None:
-            raise ModelError(f"the {name} is a conditional UNet; distillation supports unconditional UNets")
+    kinds = {name: condition_input(cfg) for name, cfg in (("teacher", t), ("student", s))}
+    if kinds["teacher"] != kinds["student"]:
+        what = {
+            None: "unconditional",
+            "class_labels": "class-conditional",
+            "encoder_hidden_states": "text-conditional",
+        }
+        raise ModelError(
+            f"the teacher is {what[kinds['teacher']]} but the student is {what[kinds['student']]}: "
+            "both must take the same condition"
+        )
+    for key in ("cross_attention_dim", "num_context_classes", "num_class_embeds"):
+        if t.get(key) != s.get(key):
+            raise ModelError(
+                f"teacher and student differ in {key} ({t.get(key)} vs {s.get(key)}): one condition must fit both"
+            )
     for key in ("in_channels", "out_channels", "sample_size"):
         if t.get(key) is not None and s.get(key) is not None and t[key] != s[key]:
             raise ModelError(

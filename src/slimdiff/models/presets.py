@@ -78,6 +78,25 @@ def _tiny(base: int, slim: bool) -> dict:
     }
 
 
+def _tiny_conditional(base: int, slim: bool, context: str) -> dict:
+    # The tiny layout with cross-attention at the attention level, 16-dim heads. A class model's table starts
+    # with 10 classes and a text model's context with CLIP-L's width: a run re-sizes both to its data / encoder.
+    mult = (1, 2, 2)
+    config = _unet_config(
+        base,
+        mult,
+        (False, False, True),
+        sample_size=32,
+        channels=3,
+        heads=tuple(base * m // 16 for m in mult),
+        slim=slim,
+        conditional=True,
+        cross_attention_dim=64 if context == "class" else 768,
+    )
+    extra = {"num_context_classes": 10} if context == "class" else {}
+    return {**config, **extra, "norm_num_groups": tiny_norm_groups(base)}
+
+
 def tiny_norm_groups(base: int) -> int:
     """GroupNorm groups of a tiny preset of base width `base`: TINY_CHANNELS_PER_GROUP channels per group."""
     if base % TINY_CHANNELS_PER_GROUP:
@@ -189,6 +208,33 @@ PRESETS: dict[str, Preset] = {
         Preset("tiny-teacher", "CPU-sized teacher, 32×32×3 pixels", _tiny(32, False)),
         Preset("tiny-lite", "CPU-sized Lite baseline", _tiny(16, False)),
         Preset("tiny-sd", "CPU-sized Spectral Diffusion", _tiny(16, True)),
+        Preset(
+            "tiny-teacher-class",
+            "CPU-sized class-conditional teacher",
+            _tiny_conditional(32, False, "class"),
+            True,
+            1,
+        ),
+        Preset(
+            "tiny-lite-class",
+            "CPU-sized class-conditional Lite",
+            _tiny_conditional(16, False, "class"),
+            True,
+            1,
+        ),
+        Preset(
+            "tiny-sd-class", "CPU-sized class-conditional SD", _tiny_conditional(16, True, "class"), True, 1
+        ),
+        Preset(
+            "tiny-teacher-text",
+            "CPU-sized text-conditional teacher",
+            _tiny_conditional(32, False, "text"),
+            True,
+            77,
+        ),
+        Preset(
+            "tiny-sd-text", "CPU-sized text-conditional SD", _tiny_conditional(16, True, "text"), True, 77
+        ),
     ]
 }
 

@@ -57,6 +57,8 @@ class TrainingRun:
     log: Callable[[str], None]
     alpha_bar: torch.Tensor  # ᾱ_t of the training schedule, on the device
     step: int = 0
+    conditioner: nn.Module | None = None  # labels / captions → UNet inputs (None: unconditional)
+    class_names: list[str] | None = None
 
     @property
     def run_dir(self) -> Path:

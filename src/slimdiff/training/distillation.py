@@ -3,11 +3,14 @@
     L = L_ε + λ_s · L_spatial + λ_f · L_freq
     L_spatial = Σ_i mean((P_i(S_i) − T_i)²)
     L_freq    = Σ_i mean(ω_i · |F(P_i(S_i)) − F(T_i)|²)
-    ω_i       = normalise((|F(resize(x0 → H_i×W_i))| averaged over channels + δ)^α)
+    ω_i       = normalise((|F(resize(x0 → H_i×W_i))| averaged over channels + δ)^α)       ("ours", default)
+    ω_i       = |F(resize(x0 → H_i×W_i))|^α, per channel, not normalised               ("paper")
 
 S_i / T_i are student / teacher outputs at the distillation positions, taken by forward hooks on module
-objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal 2-D FFT; ω is detached
-and has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high frequencies.
+objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal 2-D FFT (both forms); ω is
+detached; ours has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high frequencies. The
+paper's literal ω keeps x0's channels where the distilled tensor has them (the ε output) and averages them
+otherwise (features); magnitudes below δ are raised to δ only so that exact zeros stay finite.
 """
 
 from __future__ import annotations
@@ -33,17 +36,32 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+OMEGA_FORMS = ("ours", "paper")
+
+
 def spectral_weight(
-    x0: torch.Tensor, size: tuple[int, int], alpha: float = -1.0, delta: float = 1e-3
+    x0: torch.Tensor,
+    size: tuple[int, int],
+    alpha: float = -1.0,
+    delta: float = 1e-3,
+    form: str = "ours",
+    channels: int = 1,
 ) -> torch.Tensor:
-    """ω: (B, 1, H, W) weights over the FFT grid of a feature of spatial `size`, from the clean x0."""
+    """ω over the FFT grid of a tensor of spatial `size` and `channels` channels, from the clean x0: "ours"
+    (B, 1, H, W), mean 1 per sample; "paper" |F(x0)|^α, (B, C, H, W) when `channels` equals x0's, else averaged
+    to (B, 1, H, W)."""
+    if form not in OMEGA_FORMS:
+        raise ConfigError(f"unknown ω form {form!r}; valid: {', '.join(OMEGA_FORMS)}")
     x = (
         x0
         if tuple(x0.shape[-2:]) == tuple(size)
         else F.interpolate(x0, size=size, mode="bilinear", antialias=True)
     )
-    magnitude = torch.fft.fft2(_at_least_fp32(x), norm="ortho").abs().mean(dim=1, keepdim=True)
-    omega = (magnitude + delta) ** alpha
+    magnitude = torch.fft.fft2(_at_least_fp32(x), norm="ortho").abs()
+    if form == "paper":
+        omega = magnitude.clamp_min(delta) ** alpha
+        return (omega if channels == x0.shape[1] else omega.mean(dim=1, keepdim=True)).detach()
+    omega = (magnitude.mean(dim=1, keepdim=True) + delta) ** alpha
     return (omega / omega.mean(dim=(-2, -1), keepdim=True)).detach()
 
 
@@ -112,9 +130,13 @@ class SpectralDistillation(nn.Module):
         lambda_freq: float = 0.1,
         alpha: float = -1.0,
         delta: float = 1e-3,
+        omega: str = "ours",
     ):
         super().__init__()
         check_compatible(teacher, student)
+        if omega not in OMEGA_FORMS:
+            raise ConfigError(f"unknown ω form {omega!r}; valid: {', '.join(OMEGA_FORMS)}")
+        self.omega = omega
         unknown = [p for p in positions if p not in POSITIONS]
         if unknown or not positions:
             raise ConfigError(f"unknown distillation positions {unknown}; valid: {', '.join(POSITIONS)}")
@@ -158,14 +180,20 @@ class SpectralDistillation(nn.Module):
             tap.remove()
 
     def forward(
-        self, unet: nn.Module, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        unet: nn.Module,
+        x0: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        **condition: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         teacher = self.teacher
         if next(teacher.parameters()).device != x_t.device:
             teacher.to(x_t.device)
-        eps_student = unet(x_t, t).sample
-        with torch.no_grad():
-            eps_teacher = teacher(x_t, t).sample
+        eps_student = unet(x_t, t, **condition).sample
+        with torch.no_grad():  # the teacher sees the same label / prompt embedding as the student
+            eps_teacher = teacher(x_t, t, **condition).sample
         loss_eps = F.mse_loss(eps_student.float(), noise.float())
         loss_spatial = loss_eps.new_zeros(())
         loss_freq = loss_eps.new_zeros(())
@@ -177,7 +205,9 @@ class SpectralDistillation(nn.Module):
             if self.lambda_spatial:
                 loss_spatial = loss_spatial + spatial_loss(s.float(), tt.float())
             if self.lambda_freq:
-                omega = spectral_weight(x0, tuple(tt.shape[-2:]), self.alpha, self.delta)
+                omega = spectral_weight(
+                    x0, tuple(tt.shape[-2:]), self.alpha, self.delta, self.omega, channels=tt.shape[1]
+                )
                 loss_freq = loss_freq + frequency_loss(s, tt, omega)
         loss = loss_eps + self.lambda_spatial * loss_spatial + self.lambda_freq * loss_freq
         terms = {

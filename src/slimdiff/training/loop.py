@@ -12,6 +12,7 @@ resumed from a checkpoint continues exactly as if it had never stopped. See docs
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -26,7 +27,6 @@ from slimdiff.data.order import StepSampler, micro_step_noise
 from slimdiff.data.training_set import training_set
 from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped, check_output_folder
 from slimdiff.models.autoencoders import load_autoencoder
-from slimdiff.models.presets import build_unet
 from slimdiff.sampling.schedule import add_noise, training_scheduler
 from slimdiff.training.checkpoint import (
     TrainingRun,
@@ -35,6 +35,7 @@ from slimdiff.training.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
+from slimdiff.training.conditioning import conditioned_unet, resolve_kind, split_batch
 from slimdiff.training.objectives import build_objective
 from slimdiff.training.run_outputs import RunLog, ScalarWindow, export_model, write_samples
 
@@ -78,13 +79,10 @@ def _setup(config: Config, make_objective, accelerator, log) -> tuple[TrainingRu
         main_first=accelerator.main_process_first,
         progress=accelerator.is_main_process,
         log=log,
+        conditioning=resolve_kind(config),
     )
-    unet = build_unet(
-        config.model,
-        config.data.size,
-        config.model_overrides,
-        autoencoder.factor,
-        autoencoder.latent_channels,
+    unet, conditioner, class_names = conditioned_unet(
+        config, dataset, autoencoder.factor, autoencoder.latent_channels
     )
     objective = (make_objective or (lambda u: build_objective(config, u)))(unet)
     unet.to(accelerator.device).train()
@@ -100,6 +98,7 @@ def _setup(config: Config, make_objective, accelerator, log) -> tuple[TrainingRu
     run = TrainingRun(
         config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log, ᾱ
     )
+    run.conditioner, run.class_names = conditioner, class_names
     return run, dataset, is_latent
 
 
@@ -111,18 +110,20 @@ def _forward_backward(
     total = torch.zeros((), device=accelerator.device)
     terms: dict[str, float] = {}
     for micro in range(tc.grad_accum):
-        batch = next(batches).to(accelerator.device)
-        x0 = batch if is_latent else run.autoencoder.encode(batch)
-        micro_step = run.step * tc.grad_accum + micro
-        t, noise = micro_step_noise(
-            tuple(x0.shape), tc.seed, micro_step, accelerator.process_index, len(run.alpha_bar)
+        batch, conditions = split_batch(next(batches))
+        x0 = batch.to(accelerator.device)
+        x0 = x0 if is_latent else run.autoencoder.encode(x0)
+        micro_step, process = run.step * tc.grad_accum + micro, accelerator.process_index
+        condition = (
+            {} if run.conditioner is None else run.conditioner(conditions, micro_step, process, x0.device)
         )
+        t, noise = micro_step_noise(tuple(x0.shape), tc.seed, micro_step, process, len(run.alpha_bar))
         t, noise = t.to(accelerator.device), noise.to(accelerator.device, x0.dtype)
         x_t = add_noise(x0, noise, run.alpha_bar[t])
         # Gradients are all-reduced across processes only on the last micro-batch.
         last = micro == tc.grad_accum - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(run.prepared), accelerator.autocast():
-            loss, logged = run.objective(run.prepared, x0, x_t, t, noise)
+            loss, logged = run.objective(run.prepared, x0, x_t, t, noise, **condition)
         accelerator.backward(loss / tc.grad_accum)
         total += loss.detach().float() / tc.grad_accum
         for k, v in logged.items():
@@ -188,6 +189,8 @@ def train(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
+        if run.class_names:
+            (run_dir / "class_names.json").write_text(json.dumps(run.class_names))
     log.start()
     run.ema.to(accelerator.device)
     run.prepared, run.optimizer = accelerator.prepare(run.unet, run.optimizer)
@@ -247,7 +250,9 @@ def train(
                 raise TrainingStopped(received[0] if received else signal.SIGTERM, step)
     bar.close()
     if run.step == tc.steps and main:
-        export_model(run.unet, run.ema, run.autoencoder.model, run_dir / "model")
+        export_model(
+            run.unet, run.ema, run.autoencoder.model, run_dir / "model", run.conditioner, run.class_names
+        )
         log(f"model written to {run_dir / 'model'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()

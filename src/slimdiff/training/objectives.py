@@ -23,8 +23,15 @@ class Objective(nn.Module):
     """Base class of training objectives; any `nn.Module` with this `forward` works in the loop."""
 
     def forward(
-        self, unet: nn.Module, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        unet: nn.Module,
+        x0: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        **condition: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """`condition`: the UNet's conditioning inputs (class_labels / encoder_hidden_states), if any."""
         raise NotImplementedError
 
 
@@ -50,8 +57,8 @@ def load_trainable_state(objective: nn.Module, state: dict[str, torch.Tensor]) -
 class EpsilonObjective(Objective):
     """L_ε = ‖ε − ε_θ(x_t, t)‖² (mean over every element), the DDPM / LDM training loss."""
 
-    def forward(self, unet, x0, x_t, t, noise):
-        prediction = unet(x_t, t).sample
+    def forward(self, unet, x0, x_t, t, noise, **condition):
+        prediction = unet(x_t, t, **condition).sample
         loss = F.mse_loss(prediction.float(), noise.float())
         return loss, {"loss_eps": loss.detach()}
 
@@ -77,4 +84,5 @@ def build_objective(config: Config, unet: nn.Module) -> nn.Module:
         lambda_freq=section.lambda_freq,
         alpha=section.alpha,
         delta=section.delta,
+        omega=section.omega,
     )

@@ -3,6 +3,7 @@ model folder."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -87,10 +88,19 @@ def write_samples(unet: nn.Module, ema, vae: nn.Module | None, config: Config, p
     save_grid(images, path, padding=0)
 
 
-def export_model(unet: nn.Module, ema, vae: nn.Module | None, folder: Path) -> None:
-    """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule), vae/ if any."""
+def export_model(
+    unet: nn.Module, ema, vae: nn.Module | None, folder: Path, conditioner=None, class_names=None
+) -> None:
+    """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule), vae/ if any;
+    a text model's tokenizer/ and text_encoder/, a class model's class_names.json."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     _pipeline(ema_unet(unet, ema), vae).save_pretrained(str(tmp), safe_serialization=True)
+    encoder = getattr(conditioner, "text_encoder", None)
+    if encoder is not None:
+        encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        encoder.model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
+    if class_names:
+        (tmp / "class_names.json").write_text(json.dumps(class_names))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

@@ -1,0 +1,57 @@
+"""The frozen text encoder of text-conditioned models: a CLIP text model and its tokenizer from transformers
+(the paper's `openai/clip-vit-large-patch14`, by hub id or local folder), giving (B, 77, D) contexts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimdiff.errors import ModelError
+
+
+class TextEncoder(nn.Module):
+    """prompts → `encoder_hidden_states` (B, max_length, hidden_size): padded to the tokenizer's max length,
+    the last hidden state of the frozen CLIP text model, as Stable Diffusion and LDM's text models use it."""
+
+    def __init__(self, tokenizer, model: nn.Module):
+        super().__init__()
+        self.tokenizer, self.model = tokenizer, model.eval().requires_grad_(False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = next(self.model.parameters()).device
+        return self.model(tokens.input_ids.to(device)).last_hidden_state
+
+
+def load_text_encoder(source: str | Path, **hub_kwargs) -> TextEncoder:
+    """CLIPTokenizer + CLIPTextModel from a folder or hub id (`tokenizer/` and `text_encoder/` subfolders of a
+    pipeline are found); safetensors only."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a frozen encoder loads in a moment; its bars would clutter the run's
+    path = Path(source)
+    subfolders = ("tokenizer", "text_encoder") if (path / "text_encoder").is_dir() else (None, None)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(str(source), subfolder=subfolders[0] or "", **hub_kwargs)
+        model = CLIPTextModel.from_pretrained(
+            str(source), subfolder=subfolders[1] or "", use_safetensors=True, **hub_kwargs
+        )
+    except (OSError, ValueError) as error:
+        raise ModelError(
+            f"cannot load a CLIP text encoder from {source}: {str(error).splitlines()[0]}"
+        ) from None
+    return TextEncoder(tokenizer, model)
