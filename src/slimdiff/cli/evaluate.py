@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, err_console, fail, say, user_errors
 from slimdiff.metrics.evaluate import METRICS
+from slimdiff.metrics.protocols import PROTOCOLS
 
 PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
@@ -23,23 +24,37 @@ def eval_command(
         ",".join(METRICS), "--metrics", help=f"comma-separated, from {','.join(METRICS)}"
     ),
     out: Path = typer.Option(Path("eval"), "--out", help="output folder"),
+    protocol: str = typer.Option(
+        "fast",
+        "--protocol",
+        help=f"sampling settings and image counts by name, from {', '.join(PROTOCOLS)}; "
+        "options given explicitly override it (and are recorded as departures)",
+    ),
     n: int | None = typer.Option(
         None,
         "-n",
         "--num-images",
         min=2,
         max=200_000,
-        help="images to generate / read (default 1000, or all of a smaller folder)",
+        help="images to generate / read (default: the protocol's, or all of a smaller folder)",
     ),
     n_real: int | None = typer.Option(
-        None, "--n-real", min=2, max=200_000, help="real images (default: as -n)"
+        None, "--n-real", min=2, max=200_000, help="real images (default: the protocol's, or as -n)"
     ),
     size: int | None = typer.Option(
         None, "--size", min=8, max=1024, help="image side (default: the model's or the folder's)"
     ),
-    steps: int = typer.Option(50, "--steps", min=1, max=1000, help="sampling steps"),
+    steps: int | None = typer.Option(
+        None, "--steps", min=1, max=1000, help="sampling steps (default: the protocol's)"
+    ),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", help=SCHEDULER_HELP + "; default: the stored one"
+        None, "--scheduler", help=SCHEDULER_HELP + "; default: the protocol's"
+    ),
+    eta: float | None = typer.Option(
+        None, "--eta", min=0.0, max=1.0, help="DDIM's η (default: the protocol's)"
+    ),
+    guidance: float | None = typer.Option(
+        None, "--guidance", min=0.0, max=100.0, help="classifier-free guidance w, class-context models"
     ),
     batch_size: int = typer.Option(
         64, "--batch-size", min=1, max=4096, help="batch for sampling, features, steps/s"
@@ -63,11 +78,14 @@ def eval_command(
         target=target,
         data=data,
         metrics=tuple(m.strip() for m in metrics.split(",")),
+        protocol=protocol,
         n=n,
         n_real=n_real,
         size=size,
         steps=steps,
         scheduler=scheduler,
+        eta=eta,
+        guidance=guidance,
         batch_size=batch_size,
         seed=seed,
         inception_weights=str(inception_weights) if inception_weights else None,

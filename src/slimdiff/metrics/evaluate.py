@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from slimdiff.data.datasets import IMAGE_SUFFIXES, held_out_images, load_images, make_dataset
 from slimdiff.errors import ConfigError, DataError, ModelError, SlimdiffError
+from slimdiff.metrics.protocols import Protocol, get_protocol
 from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import sample_hw
@@ -37,11 +39,16 @@ class EvalOptions:
     target: str  # a model (pipeline / run / UNet folder, hub id) or a folder of images
     data: str | None = None  # real images: folder, HF dataset, builtin:photos|textures
     metrics: tuple[str, ...] = METRICS
-    n: int | None = None  # images to generate / read (default 1000; a smaller image folder: all of it)
-    n_real: int | None = None  # real images (default: as n)
+    protocol: str = "fast"  # slimdiff.metrics.protocols: fills every sampling setting left as None below
+    n: int | None = (
+        None  # images to generate / read (default: the protocol's; a smaller image folder: all of it)
+    )
+    n_real: int | None = None  # real images (default: the protocol's, else as n)
     size: int | None = None  # image side (default: the model's, or the folder's first image)
-    steps: int = 50  # sampling steps
-    scheduler: str | None = None  # solver name (None: the stored scheduler's kind)
+    steps: int | None = None  # sampling steps
+    scheduler: str | None = None  # solver name
+    eta: float | None = None  # DDIM's η
+    guidance: float | None = None  # classifier-free guidance w (class-conditional models, uniform labels)
     batch_size: int = 64  # for sampling, features and steps/s
     seed: int = 0  # sampling noise, real subsets, patches, ε-spectrum noise
     inception_weights: str | None = None
@@ -51,6 +58,7 @@ class EvalOptions:
     timing_seconds: float = 1.0  # per steps/s measurement
     kind: str = ""  # set by `resolve`: model or images
     notes: tuple[str, ...] = ()  # set by `resolve`: what it decided for the user
+    departures: tuple[str, ...] = ()  # set by `resolve`: settings that differ from the protocol
 
 
 def is_model(target: str) -> bool:
@@ -81,6 +89,19 @@ def _readable_count(folder: str, size: int) -> int:
         return len(make_dataset(folder, size))
 
 
+def _sampling(options: EvalOptions, protocol: Protocol) -> tuple[dict, list[str]]:
+    """The sampling settings: the user's where given, else the protocol's; and where they depart from it."""
+    settings = {"scheduler": protocol.scheduler, "steps": protocol.steps, "eta": protocol.eta}
+    settings["guidance"] = protocol.guidance
+    given = {key: getattr(options, key) for key in settings if getattr(options, key) is not None}
+    departures = [
+        f"{key} {value} (protocol {protocol.name}: {settings[key]})"
+        for key, value in given.items()
+        if value != settings[key]
+    ]
+    return {**settings, **given}, departures
+
+
 def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
     """Validate `options` and fill in what they leave open; returns them with the loaded pipeline (None for
     an image folder). Raises a SlimdiffError naming the problem; nothing is written."""
@@ -90,8 +111,10 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
         raise ConfigError(
             f"unknown metric(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(METRICS)}"
         )
+    protocol = get_protocol(options.protocol)
     if options.scheduler is not None and options.scheduler not in SAMPLERS:
         raise ConfigError(f"unknown scheduler {options.scheduler!r}; valid: {', '.join(SAMPLERS)}")
+    sampling, departures = _sampling(options, protocol)
     if NEEDS_DATA & set(wanted) and options.data is None:
         raise ConfigError(
             f"{', '.join(sorted(NEEDS_DATA & set(wanted)))} need real images: pass --data SOURCE"
@@ -106,11 +129,18 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
         model_size = sample_hw(pipeline.unet.config)[0] * Autoencoder.of(pipeline.vae).factor
         if size not in (None, model_size):
             raise ConfigError(f"the model makes {model_size}² images; drop --size or set it to {model_size}")
-        size, n = model_size, n or DEFAULT_N
-        if pipeline.unet.config.get("cross_attention_dim") is not None and NEEDS_SAMPLES & set(wanted):
+        size, n = model_size, n or protocol.n
+        cfg = pipeline.unet.config
+        classes = cfg.get("num_context_classes") or cfg.get("num_class_embeds")
+        if cfg.get("cross_attention_dim") is not None and not classes and NEEDS_SAMPLES & set(wanted):
             raise ConfigError(
-                f"{options.target} is a conditional model and eval samples unconditionally: generate with "
-                "`slimdiff sample --label …`, then evaluate that folder of images"
+                f"{options.target} is a text-conditional model and eval draws no prompts: generate with "
+                "`slimdiff sample --prompt …`, then evaluate that folder of images"
+            )
+        if sampling["guidance"] is not None and cfg.get("num_context_classes") is None:
+            raise ConfigError(
+                f"guidance {sampling['guidance']} needs a class-context model (num_context_classes); "
+                f"{options.target} has none: choose another --protocol or drop --guidance"
             )
     elif Path(options.target).is_dir():
         kind, files = "images", _folder_images(Path(options.target))
@@ -123,20 +153,33 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
         if readable < len(files):
             notes.append(f"{len(files) - readable} unreadable file(s) skipped")
         if n is None:
-            n = min(DEFAULT_N, readable)
-            if n < DEFAULT_N:
-                notes.append(f"using all {n} images of the folder (fewer than the default {DEFAULT_N})")
+            n = min(protocol.n, readable)
+            if n < protocol.n:
+                notes.append(f"using all {n} images of the folder (fewer than the protocol's {protocol.n})")
         elif n > readable:
             raise DataError(f"{options.target} holds {readable} readable images, fewer than -n {n}")
     else:
         raise ConfigError(f"{options.target} is neither a model nor a folder of images")
-    n_real = options.n_real or n
+    n_real = options.n_real or (protocol.n_real if options.n is None else None) or n
+    counts = {"n": (n, protocol.n), "n_real": (n_real, protocol.n_real or protocol.n)}
+    departures += [f"{k} {v} (protocol {protocol.name}: {p})" for k, (v, p) in counts.items() if v != p]
     if options.data and Path(options.data).is_dir() and NEEDS_DATA & set(wanted):
         available = len(_folder_images(Path(options.data)))
         if available < n_real:
             raise DataError(f"{options.data} holds {available} images, fewer than the {n_real} requested")
-    resolved = replace(options, metrics=tuple(wanted), n=n, n_real=n_real, size=size, kind=kind)
-    return replace(resolved, notes=tuple(notes)), pipeline
+    if departures and protocol.name != "fast":
+        notes.append(f"not protocol {protocol.name} as published: " + "; ".join(departures))
+    resolved = replace(options, metrics=tuple(wanted), n=n, n_real=n_real, size=size, kind=kind, **sampling)
+    return replace(resolved, notes=tuple(notes), departures=tuple(departures)), pipeline
+
+
+def _class_labels(pipeline, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Uniform class labels for a class-conditional model (from their own seed: the noise stays the same)."""
+    cfg = pipeline.unet.config
+    classes = cfg.get("num_context_classes") or cfg.get("num_class_embeds")
+    if not classes:
+        return {}
+    return {"class_labels": torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed + 2))}
 
 
 def _no_progress(description: str, total: int) -> Callable[[int], None]:
@@ -153,7 +196,7 @@ def evaluate(
     """Run the metrics of resolved `options` (see `resolve`) into `out`; returns the evaluation state with
     `report` = {results, skipped, plots, config, unreadable} (also written as metrics.json)."""
     out.mkdir(parents=True, exist_ok=True)
-    config = asdict(options)
+    config = {**asdict(options), "protocol_settings": get_protocol(options.protocol).to_dict()}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     ev = Evaluation(options, out, track, pipeline=pipeline)
     wanted, unreadable = options.metrics, []
@@ -169,8 +212,11 @@ def evaluate(
                 options.seed,
                 options.batch_size,
                 on_batch=lambda _, images: advance(len(images)),
+                per_image=_class_labels(pipeline, options.n, options.seed),
                 num_inference_steps=options.steps,
                 sampler=options.scheduler,
+                eta=options.eta,
+                guidance_scale=options.guidance,
             )
         else:
             ev.fake = load_images(options.target, options.size, options.n, options.seed, skipped=unreadable)
@@ -189,6 +235,8 @@ def evaluate(
         "skipped": skipped,
         "unreadable": unreadable,
         "plots": ev.plots,
+        "protocol": options.protocol,
+        "departures": list(options.departures),
         "config": config,
     }
     (out / "metrics.json").write_text(json.dumps(ev.report, indent=2) + "\n")
@@ -211,6 +259,14 @@ def summary(
     options: EvalOptions, results: dict, skipped: dict, plots: dict, tables: dict, unreadable: list[str]
 ) -> str:
     lines = [f"# Evaluation of `{options.target}`", "", f"- data: `{options.data}`"]
+    lines += [
+        f"- protocol: {options.protocol}"
+        + (f" (departures: {'; '.join(options.departures)})" if options.departures else "")
+    ]
+    if options.kind == "model":
+        lines += [
+            f"- sampling: {options.scheduler}, {options.steps} steps, η {options.eta}, guidance {options.guidance}"
+        ]
     lines += [f"- images: {options.n} evaluated, {options.n_real} real, {options.size}²"]
     lines += [f"- note: {note}" for note in options.notes]
     if unreadable:
