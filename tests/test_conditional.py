@@ -216,3 +216,26 @@ def test_a_conditioning_kind_that_does_not_fit_the_model_is_one_line(tmp_path):
     config = _config(tmp_path / "run", "tiny-sd", "builtin:textures", conditioning={"kind": "class"})
     with pytest.raises(ConfigError, match="does not fit model tiny-sd, which takes none"):
         train(config, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "steps", "lr"),
+    [
+        ("imagenet-ldm", "ldm-cin", 300_000, 5.12e-4),
+        ("imagenet-lite", "lite-ldm-cin", 300_000, 5.12e-4),
+        ("imagenet-sd", "sd-cin", 300_000, 5.12e-4),
+        ("text-sd", "sd-txt", 300_000, 4.096e-3),
+    ],
+)
+def test_paper_conditional_configs_hold_the_paper_recipe(name, model, steps, lr):
+    from pathlib import Path
+
+    from slimdiff.config import load_config
+    from slimdiff.training.conditioning import resolve_kind
+
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    gpus = 8 if name.startswith("imagenet") else 32
+    assert config.model == model and config.train.steps == steps
+    assert config.train.base_lr * config.train.batch_size * gpus == pytest.approx(lr)
+    assert config.conditioning.cond_dropout == 0.1
+    assert resolve_kind(config) == ("class" if name.startswith("imagenet") else "text")
