@@ -76,6 +76,7 @@ class Run:
     model: str
     lambdas: tuple[float, float] | None  # (λ_s, λ_f); None: trained without a teacher
     positions: tuple[str, ...] = DEFAULT_POSITIONS
+    omega: str = "ours"  # distill.omega: ours (normalised) or paper (|F(resize(x0))|^α literally)
 
     @property
     def data(self) -> str:
@@ -94,7 +95,7 @@ def arm_run(group: str, arm: str, seed: int, steps: int) -> Run:
 
 
 def sweep_runs(seed: int, steps: int) -> list[Run]:
-    """SD (WG + both terms) with one setting changed at a time; the default setting is shared."""
+    """SD (WG + both terms) with one setting changed at a time (λ_s, λ_f, positions, ω); the default is shared."""
     runs = {"WG, no teacher": Run("sweep", "WG, no teacher", seed, steps, "tiny-sd", None)}
     for value in LAMBDAS:
         runs[f"λ_s={value:g}"] = Run("sweep", f"λ_s={value:g}", seed, steps, "tiny-sd", (value, 0.1))
@@ -106,6 +107,7 @@ def sweep_runs(seed: int, steps: int) -> list[Run]:
     for alias in ("λ_f=0.1", "at output+feat-up1"):
         runs.pop(alias)
     runs["λ_s=0.1"] = dataclasses.replace(runs["λ_s=0.1"], arm="λ_s=λ_f=0.1 at output+feat-up1 (default)")
+    runs["ω paper"] = Run("sweep", "ω paper", seed, steps, "tiny-sd", (0.1, 0.1), omega="paper")
     return list(runs.values())
 
 

@@ -84,6 +84,7 @@ def run_config(s: Settings, run: Run, teacher: Path, work: Path) -> Config:
             positions=run.positions,
             lambda_spatial=run.lambdas[0],
             lambda_freq=run.lambdas[1],
+            omega=run.omega,
         )
     return Config(
         model=run.model,

@@ -39,7 +39,10 @@ def test_the_arms_are_the_papers_grid():
 def test_sweeps_vary_one_setting_at_a_time_and_share_the_default_run():
     runs = ablation.sweep_runs(0, 100)
     settings = [(r.lambdas, r.positions) for r in runs]
-    assert len(settings) == len(set(settings)) == 14  # 1 without teacher + 4 + 4 + 4 + the shared default
+    settings = [(r.lambdas, r.positions, r.omega) for r in runs]
+    assert len(settings) == len(set(settings)) == 15  # no teacher + 4 λ_s + 4 λ_f + 4 positions + ω + default
+    assert [r.omega for r in runs].count("paper") == 1
+    settings = [(r.lambdas, r.positions) for r in runs if r.omega == "ours"]
     assert ((0.1, 0.1), ("output", "feat-up1")) in settings
     default_positions = [(lam, pos) for lam, pos in settings if lam and len(pos) == 2]
     assert {lam[0] for lam, _ in default_positions if lam[1] == 0.1} == set(ablation.LAMBDAS)
