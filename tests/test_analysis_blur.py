@@ -32,7 +32,8 @@ def test_blur_sensitivity_rows_and_dict_metrics(tmp_path):
         calls.append(1)
         return {"var": (a.var() - b.var()).item(), "mean": (a.mean() - b.mean()).item()}
 
-    rows = blur_sensitivity(x, {"gap": energy_gap, "n": lambda a, b: float(len(b))}, (0.0, 1.0, 4.0))
+    metrics = {"gap": energy_gap, "n": lambda a, b: float(len(b))}
+    rows = blur_sensitivity(x, metrics, (0.0, 1.0, 4.0), pairing="halves")
     assert [r["sigma2"] for r in rows] == [0.0, 1.0, 4.0] and len(calls) == 3
     assert set(rows[0]) == {"sigma2", "gap var", "gap mean", "n"} and rows[0]["n"] == 4.0
     assert rows[0]["gap var"] < rows[1]["gap var"] < rows[2]["gap var"]  # blur removes variance

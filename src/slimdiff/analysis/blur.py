@@ -1,7 +1,10 @@
 """Blur sensitivity (the paper's supplementary Figure 1): how a metric grows as real images lose detail.
 
-Reference = one half of a real set; test = the other half, Gaussian-blurred with variance σ² (kernel 9,
-reflect padding). The σ² = 0 row is the metric's floor between two real halves.
+The paper's protocol (`pairing="same"`, the default): the metric between a set of real images and the *same*
+images Gaussian-blurred with variance σ² (kernel 9, reflect padding), so σ² = 0 gives exactly 0 and every
+other value is caused by the blur alone. `pairing="halves"` compares one half of the set with the other half
+blurred; its σ² = 0 row is the metric's floor between two samples of the same distribution — the scale
+against which a blur's effect should be read.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from slimdiff.metrics.filters import separable_filter
 
 SIGMA2 = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 KERNEL = 9
+PAIRINGS = ("same", "halves")
 
 
 def gaussian_kernel(sigma2: float, size: int = KERNEL) -> Tensor:
@@ -41,13 +45,17 @@ def blur_sensitivity(
     metrics: Mapping[str, Callable[[Tensor, Tensor], float | dict[str, float]]],
     sigma2s: tuple[float, ...] = SIGMA2,
     progress: Callable[[], None] | None = None,
+    pairing: str = "same",
 ) -> list[dict[str, float]]:
-    """One row per σ²: {"sigma2": σ², name: metric(reference half, blurred other half), …}; a metric returning
-    a dict (e.g. SWD per pyramid level) gives one column "name key" per entry."""
+    """One row per σ²: {"sigma2": σ², name: metric(reference, blurred test), …} with reference = test = all
+    images ("same") or the two halves ("halves"); a metric returning a dict (e.g. SWD per pyramid level) gives
+    one column "name key" per entry."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
     if images.shape[0] < 4:
-        raise ValueError(f"blur sensitivity needs at least 4 images (two halves), got {images.shape[0]}")
+        raise ValueError(f"blur sensitivity needs at least 4 images, got {images.shape[0]}")
     half = images.shape[0] // 2
-    reference, test = images[:half], images[half : 2 * half]
+    reference, test = (images, images) if pairing == "same" else (images[:half], images[half : 2 * half])
     rows = []
     for sigma2 in sigma2s:
         blurred = gaussian_blur(test, sigma2)
@@ -63,8 +71,9 @@ def blur_sensitivity(
     return rows
 
 
-def plot_blur(rows: list[dict[str, float]], path: str | Path) -> Path:
-    """Each metric against σ², one panel per metric (their scales differ)."""
+def plot_blur(rows: list[dict[str, float]], path: str | Path, floor: dict[str, float] | None = None) -> Path:
+    """Each metric against σ², one panel per metric (their scales differ); `floor` (the two-halves row at σ² = 0)
+    as a dashed line."""
     from slimdiff.reporting.plots import figure, save
 
     names = [k for k in rows[0] if k != "sigma2"]
@@ -72,7 +81,10 @@ def plot_blur(rows: list[dict[str, float]], path: str | Path) -> Path:
     axes = axes if len(names) > 1 else [axes]
     sigma2 = [r["sigma2"] for r in rows]
     for ax, name in zip(axes, names, strict=True):
-        ax.plot(sigma2, [r[name] for r in rows], marker="o")
+        ax.plot(sigma2, [r[name] for r in rows], marker="o", label="same images, blurred")
+        if floor is not None and name in floor:
+            ax.axhline(floor[name], color="0.5", linestyle="--", label="floor: two real halves")
+            ax.legend(fontsize=7)
         ax.set_xlabel("blur variance σ² (kernel 9)")
         ax.set_ylabel(name)
         ax.set_title(f"{name} vs blur", fontsize=9)

@@ -1,12 +1,15 @@
 """The paper's toy experiment: can a small denoiser learn high-frequency signals?
 
 Data: 40-sample signals cos(α·2πx) on x = 0, 1/40, …, 39/40, one per α in `ALPHAS` (a mixture of point
-masses, drawn uniformly). Denoiser: an MLP [x_t, t/T] (41) → M → 40 with tanh, predicting ε, trained with
-Adam (lr 1e-3, batch 1000, 10k iterations at paper scale) on the training noise schedule. Then DDPM
-ancestral sampling from pure noise (x0 estimate clipped to [-1, 1]), and for every generated signal: its nearest clean signal (which α it
-"chose") and its dominant frequency (argmax of |rFFT|, DC excluded). Per α we report the share of samples,
-the share whose dominant frequency equals α, the mean squared error to the clean signal, and the power the
-samples keep at frequency α relative to the clean signal's.
+masses). The paper's point is long-tailed data, so the patterns are drawn with probabilities π ∝ rank^(−tail)
+(`mixture_weights`): with `rare="high"` the highest frequency is the rarest, with `rare="low"` the lowest (which
+separates "rare" from "high-frequency"); tail 0 is uniform. Denoiser: an MLP [x_t, t/T] (41) → M → 40 with tanh,
+predicting ε, trained with Adam (lr 1e-3, batch 1000, 10k iterations at paper scale) on the training noise
+schedule. Then DDPM ancestral sampling from pure noise (x0 estimate clipped to [-1, 1]), and for every generated
+signal: its nearest clean signal (which α it "chose") and its dominant frequency (argmax of |rFFT|, DC
+excluded). Per α we report the share of samples, the share whose dominant frequency equals α, the mean squared
+error to the clean signal, the power the samples keep at frequency α relative to the clean signal's, and the
+network's score error against the true score of the mixture (`slimdiff.analysis.toy_score`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +25,9 @@ from slimdiff.sampling.schedule import add_noise, training_scheduler
 
 ALPHAS = (1, 2, 4, 8, 12, 16)
 LENGTH = 40
+
+
+RARE = ("high", "low")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,23 @@ class ToyConfig:
     samples: int = 1000
     sampling_steps: int = 1000
     seed: int = 0
+    tail: float = 2.0  # π ∝ rank^(−tail); 0: uniform
+    rare: str = "high"  # which end of ALPHAS is rare
+
+    def __post_init__(self):
+        if self.tail < 0 or self.rare not in RARE:
+            raise ValueError(
+                f"tail must be ≥ 0 and rare one of {', '.join(RARE)}, got {self.tail}, {self.rare!r}"
+            )
+
+
+def mixture_weights(tail: float = 2.0, rare: str = "high", count: int = len(ALPHAS)) -> Tensor:
+    """π over the patterns in ALPHAS order: ∝ rank^(−tail), rank 1 the most common (the lowest α when rare is
+    "high", the highest when "low")."""
+    ranks = torch.arange(1, count + 1, dtype=torch.float64)
+    weights = ranks ** (-tail)
+    weights = weights if rare == "high" else weights.flip(0)
+    return (weights / weights.sum()).float()
 
 
 def signals(alphas: tuple[int, ...] = ALPHAS, length: int = LENGTH) -> Tensor:
@@ -47,7 +69,7 @@ def mlp(hidden: int, length: int = LENGTH) -> nn.Module:
     return nn.Sequential(nn.Linear(length + 1, hidden), nn.Tanh(), nn.Linear(hidden, length))
 
 
-def _predict(model: nn.Module, x_t: Tensor, t: Tensor, steps: int) -> Tensor:
+def predict_eps(model: nn.Module, x_t: Tensor, t: Tensor, steps: int) -> Tensor:
     return model(torch.cat([x_t, (t.float() / steps)[:, None]], dim=1))
 
 
@@ -59,15 +81,15 @@ def train_toy(
     g = torch.Generator().manual_seed(cfg.seed)
     scheduler = training_scheduler()
     T, ᾱ = scheduler.config.num_train_timesteps, scheduler.alphas_cumprod
-    clean = signals()
+    clean, weights = signals(), mixture_weights(cfg.tail, cfg.rare)
     model = mlp(cfg.hidden)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses = []
     for it in range(cfg.iterations):
-        x0 = clean[torch.randint(len(clean), (cfg.batch,), generator=g)]
+        x0 = clean[torch.multinomial(weights, cfg.batch, replacement=True, generator=g)]
         t = torch.randint(T, (cfg.batch,), generator=g)
         eps = torch.randn(x0.shape, generator=g)
-        loss = (_predict(model, add_noise(x0, eps, ᾱ[t]), t, T) - eps).square().mean()
+        loss = (predict_eps(model, add_noise(x0, eps, ᾱ[t]), t, T) - eps).square().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -88,7 +110,7 @@ def sample_toy(model: nn.Module, n: int, steps: int = 1000, seed: int = 0) -> Te
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, LENGTH, generator=g)
     for t in scheduler.timesteps:
-        eps = _predict(model, x, torch.full((n,), int(t)), T)
+        eps = predict_eps(model, x, torch.full((n,), int(t)), T)
         x = scheduler.step(eps, t, x, generator=g).prev_sample
     return x
 
@@ -121,37 +143,22 @@ def measure(samples: Tensor, alphas: tuple[int, ...] = ALPHAS) -> list[dict]:
 
 
 def toy_experiment(cfg: ToyConfig, progress: Callable[[int, float], None] | None = None) -> dict:
-    """Train, sample and measure one hidden width; returns config, loss curve and the per-α table."""
+    """Train, sample and measure one hidden width; returns config, loss curve, the per-α table (with the data's
+    π and the score error) and the score along the slice between the most common and the rarest pattern."""
+    from slimdiff.analysis.toy_score import score_error, score_slice
+
     model, losses = train_toy(cfg, progress)
     samples = sample_toy(model, cfg.samples, cfg.sampling_steps, seed=cfg.seed + 1)
+    weights = mixture_weights(cfg.tail, cfg.rare)
+    rows = measure(samples)
+    for row, pi, error in zip(
+        rows, weights.tolist(), score_error(model, weights, seed=cfg.seed + 2), strict=True
+    ):
+        row.update(pi=pi, **error)
     return {
         "config": asdict(cfg),
         "losses": losses,
-        "rows": measure(samples),
+        "rows": rows,
+        "slice": score_slice(model, weights),
         "examples": samples[:4].tolist(),
     }
-
-
-def plot_toy(results: dict[str, dict], path: str | Path) -> Path:
-    """Per α and hidden width: share of samples whose dominant frequency is α, and MSE to the clean signal."""
-    from slimdiff.reporting.plots import figure, save
-
-    fig, (ax_ok, ax_mse) = figure(width=8.0, height=3.2, ncols=2)
-    for name, result in results.items():
-        alphas = [r["alpha"] for r in result["rows"]]
-        ax_ok.plot(alphas, [r["dominant_is_alpha"] or 0.0 for r in result["rows"]], marker="o", label=name)
-        ax_mse.plot(
-            alphas,
-            [r["mse"] if r["mse"] is not None else float("nan") for r in result["rows"]],
-            marker="o",
-            label=name,
-        )
-    ax_ok.set_xlabel("signal frequency α")
-    ax_ok.set_ylabel("samples with dominant frequency α")
-    ax_ok.set_ylim(-0.05, 1.05)
-    ax_mse.set_xlabel("signal frequency α")
-    ax_mse.set_ylabel("MSE to the clean signal")
-    ax_mse.set_yscale("log")
-    for ax in (ax_ok, ax_mse):
-        ax.legend(fontsize=8)
-    return save(fig, path)

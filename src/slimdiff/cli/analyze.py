@@ -6,13 +6,16 @@ Every run writes config.json first, then <name>.json (all numbers), <name>.md (t
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from slimdiff.analysis.blur import SIGMA2
 from slimdiff.cli.app import app, console, say, user_errors
+from slimdiff.errors import ConfigError
 
 analyze_app = typer.Typer(help="The paper's frequency analyses: wiener, toy, blur.", no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
@@ -86,24 +89,35 @@ def toy(
     batch: int = typer.Option(1000, "--batch", min=1, max=100_000),
     samples: int = typer.Option(1000, "--samples", min=1, max=1_000_000),
     sampling_steps: int = typer.Option(1000, "--sampling-steps", min=1, max=1000),
+    tail: float = typer.Option(
+        2.0, "--tail", min=0.0, max=10.0, help="long tail: pattern k drawn ∝ rank^(−tail); 0 = uniform"
+    ),
+    rare: str = typer.Option("high", "--rare", help="which frequencies are rare: high or low"),
     seed: int = typer.Option(0, "--seed", min=0),
     threads: int = typer.Option(
         1, "--threads", min=1, max=256, help="torch threads (tiny matmuls: 1 is fastest)"
     ),
 ) -> None:
-    """The toy experiment: cos(α·2πx) signals, an MLP 41 → M → 40 per width M, per-α reconstruction."""
-    from slimdiff.analysis.toy import ALPHAS, ToyConfig, plot_toy, toy_experiment
+    """The toy experiment: long-tailed cos(α·2πx) signals, an MLP 41 → M → 40 per width M; per-α samples and
+    score error against the true score of the mixture."""
+    from slimdiff.analysis.toy import ToyConfig, toy_experiment
+    from slimdiff.analysis.toy_score import plot_toy, toy_table
 
+    configs = []
+    with user_errors():
+        for width in hidden:
+            try:
+                configs.append(
+                    ToyConfig(width, iterations, batch, 1e-3, samples, sampling_steps, seed, tail, rare)
+                )
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     _start(
         out,
         {
             "analysis": "toy",
+            **{k: v for k, v in asdict(configs[0]).items() if k != "hidden"},
             "hidden": hidden,
-            "iterations": iterations,
-            "batch": batch,
-            "samples": samples,
-            "sampling_steps": sampling_steps,
-            "seed": seed,
             "threads": threads,
         },
     )
@@ -111,33 +125,22 @@ def toy(
     torch.set_num_threads(threads)
     try:
         with Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
-            for width in hidden:
-                cfg = ToyConfig(width, iterations, batch, 1e-3, samples, sampling_steps, seed)
-                task = progress.add_task(f"M={width}", total=iterations)
-                results[f"M={width}"] = toy_experiment(
+            for cfg in configs:
+                task = progress.add_task(f"M={cfg.hidden}", total=iterations)
+                results[f"M={cfg.hidden}"] = toy_experiment(
                     cfg, lambda it, _loss, task=task: progress.update(task, completed=it)
                 )
     finally:
         torch.set_num_threads(previous_threads)
     plot_toy(results, out / "toy.png")
     table = [
-        f"Toy experiment: {iterations} iterations, batch {batch}, {samples} samples, {sampling_steps} DDPM steps",
+        f"Toy experiment: tail {tail} (rare: {rare} frequencies), {iterations} iterations, batch {batch}, "
+        f"{samples} samples, {sampling_steps} DDPM steps",
         "",
-        "| α | " + " | ".join(f"{name}: share · dominant = α · MSE · power kept" for name in results) + " |",
-        "|---|" + "---|" * len(results),
+        *toy_table(results),
+        "",
+        "final training loss: " + ", ".join(f"{k} {v['losses'][-1]:.4f}" for k, v in results.items()),
     ]
-    for i, alpha in enumerate(ALPHAS):
-        cells = []
-        for result in results.values():
-            r = result["rows"][i]
-            cells.append(
-                f"{r['share']:.2f} · {_fmt(r['dominant_is_alpha'], 2)} · {_fmt(r['mse'])} · {_fmt(r['power_kept'])}"
-            )
-        table.append(f"| {alpha} | " + " | ".join(cells) + " |")
-    table.append("")
-    table.append(
-        "final training loss: " + ", ".join(f"{k} {v['losses'][-1]:.4f}" for k, v in results.items())
-    )
     _finish(out, "toy", results, table)
 
 
@@ -145,31 +148,32 @@ def toy(
 def blur(
     data: str = typer.Argument(..., help="images: folder, HF dataset, builtin:photos|textures"),
     out: Path = typer.Option(Path("analysis/blur"), "--out", help=OUT_HELP),
-    n: int = typer.Option(
-        512, "-n", min=4, max=100_000, help="images (split into reference and blurred halves)"
-    ),
+    n: int = typer.Option(512, "-n", min=4, max=100_000, help="images"),
     size: int = typer.Option(32, "--size", min=8, max=1024, help="image side"),
+    sigma2: list[float] = typer.Option(
+        list(SIGMA2), "--sigma2", min=0.0, max=100.0, help="blur variances σ² (repeat)"
+    ),
+    pairing: str = typer.Option(
+        "same",
+        "--pairing",
+        help="same: the images vs themselves blurred (the paper's); halves: one half vs the other",
+    ),
     inception_weights: Path | None = typer.Option(
         None, "--inception-weights", help="local Inception weights file"
     ),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
-    """A metric between real and Gaussian-blurred real images over σ² (kernel 9): SWD always, FID when the
-    Inception weights are available (the paper's supplementary Figure 1)."""
-    from slimdiff.analysis.blur import KERNEL, SIGMA2, blur_sensitivity, plot_blur
+    """A metric between real images and Gaussian-blurred real images over σ² (kernel 9): SWD always, FID when
+    the Inception weights are available (the paper's supplementary Figure 1), with the two-halves floor."""
+    from slimdiff.analysis.blur import KERNEL, PAIRINGS, blur_sensitivity, plot_blur
     from slimdiff.metrics import fid
     from slimdiff.metrics.swd import swd
 
-    config = {
-        "analysis": "blur",
-        "data": data,
-        "n": n,
-        "size": size,
-        "kernel": KERNEL,
-        "sigma2": SIGMA2,
-        "seed": seed,
-    }
-    _start(out, config)
+    with user_errors():
+        if pairing not in PAIRINGS:
+            raise ConfigError(f"unknown --pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+    config = {"analysis": "blur", "data": data, "n": n, "size": size, "kernel": KERNEL, "sigma2": sigma2}
+    _start(out, {**config, "pairing": pairing, "seed": seed})
     images = _load(data, size, n, seed)
     metrics = {"SWD": lambda a, b: swd(a, b, seed=seed)}
     skipped = None
@@ -182,17 +186,23 @@ def blur(
         skipped = f"FID not computed: {error}"
         say(skipped, style="yellow")
     with Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
-        task = progress.add_task("blur levels", total=len(SIGMA2))
-        rows = blur_sensitivity(images, metrics, SIGMA2, progress=lambda: progress.advance(task))
-    plot_blur(rows, out / "blur.png")
+        task = progress.add_task("blur levels", total=len(sigma2) + 1)
+        advance = lambda: progress.advance(task)  # noqa: E731
+        rows = blur_sensitivity(images, metrics, tuple(sigma2), progress=advance, pairing=pairing)
+        floor = blur_sensitivity(images, metrics, (0.0,), progress=advance, pairing="halves")[0]
+    plot_blur(rows, out / "blur.png", floor=floor)
     names = [k for k in rows[0] if k != "sigma2"]
+    compared = (
+        f"{n} images vs the same images blurred" if pairing == "same" else f"{n // 2} vs {n // 2} blurred"
+    )
     table = [
-        f"Blur sensitivity on `{data}` ({n // 2} reference vs {n // 2} blurred images, {size}², kernel {KERNEL})",
+        f"Blur sensitivity on `{data}` ({compared}, {size}², kernel {KERNEL})",
         "",
         "| σ² | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
     table += [f"| {r['sigma2']} | " + " | ".join(f"{r[k]:.4g}" for k in names) + " |" for r in rows]
+    table.append("| floor: two halves, σ² = 0 | " + " | ".join(f"{floor[k]:.4g}" for k in names) + " |")
     if skipped:
         table += ["", skipped]
-    _finish(out, "blur", {"rows": rows, "skipped": skipped}, table)
+    _finish(out, "blur", {"rows": rows, "floor": floor, "pairing": pairing, "skipped": skipped}, table)
