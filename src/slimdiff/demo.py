@@ -1,8 +1,12 @@
 """`slimdiff demo`: the whole method on built-in data, on a CPU, in minutes.
 
 tiny teacher (shipped, or trained here) → SD student distilled from it (and, for comparison, the same slim
-model trained without a teacher) → samples from the same noise → SWD, spectrum error, prediction-error
-spectrum, params / MACs / steps/s → a report folder with pictures.
+model trained without a teacher) → samples from the same noise → SWD, spectrum error, colour, prediction-error
+spectrum per timestep, params / MACs / steps/s → a report folder with pictures.
+
+Every model samples with the same sampler and noise: DDIM-50 with η = 1 (ancestral). With η = 0 the students'
+small ε errors, uncorrelated across colour channels, pile up along the deterministic path into saturated
+colour; fresh noise at every step washes them out (measured in benchmarks/results/student_fixes.md).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class DemoSettings:
     samples: int = 256
     sampler: str = "ddim"
     sample_steps: int = 50
+    eta: float = 1.0  # DDIM's η for every model: 1 = ancestral (see the module docstring)
     seed: int = 0
     timing_seconds: float = 1.0  # per steps/s measurement
 
@@ -72,6 +77,29 @@ def _teacher(settings: DemoSettings, console: Console) -> Path:
     shutil.rmtree(run, ignore_errors=True)  # an interrupted earlier attempt
     train(_run_config("tiny-teacher", settings.teacher_steps, settings.batch_size, run))
     return run / "model"
+
+
+def chroma_rms(images) -> float:
+    """RMS distance of every pixel from its own grey value (the mean over channels): 0 for grey images."""
+    return (images - images.mean(dim=1, keepdim=True)).square().mean().sqrt().item()
+
+
+def student_checks(metrics: dict, factor: float = 2.0) -> dict:
+    """Each student's SWD and high-frequency spectrum error as multiples of the teacher's (same sampler, same
+    noise); `ok` when both are within `factor`."""
+    teacher = metrics["teacher"]
+    checks = {}
+    for name, m in metrics.items():
+        if name == "teacher":
+            continue
+        swd_ratio = m["swd"]["mean"] / teacher["swd"]["mean"]
+        high_ratio = m["spectrum_error"]["high"] / teacher["spectrum_error"]["high"]
+        checks[name] = {
+            "swd_ratio": swd_ratio,
+            "spectrum_high_ratio": high_ratio,
+            "ok": max(swd_ratio, high_ratio) <= factor,
+        }
+    return checks
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
@@ -105,6 +133,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
         n=s.samples,
         steps=s.sample_steps,
         scheduler=s.sampler,
+        eta=s.eta,
         batch_size=64,
         seed=s.seed,
         timing_seconds=s.timing_seconds,
@@ -126,9 +155,38 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
         {name: ev.eps_spectrum for name, ev in evaluations.items()}, report_dir / "eps-spectrum.png"
     )
 
-    rows, metrics = [], {}
-    for name, ev in evaluations.items():
-        m = metrics[name] = ev.report["results"]
+    metrics = {
+        name: {**ev.report["results"], "chroma_rms": chroma_rms(ev.fake)} for name, ev in evaluations.items()
+    }
+    for name, check in student_checks(metrics).items():
+        metrics[name]["vs_teacher"] = check
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    minutes = (time.perf_counter() - start) / 60
+    report = _report(settings, teacher_path, section, metrics, evaluations, grids, minutes)
+    path = report.write(report_dir)
+    console.print(f"report: {path}  ({minutes:.1f} min)")
+    return path
+
+
+def _report(settings, teacher_path, section, metrics, evaluations, grids, minutes) -> Report:
+    s = settings
+    report = Report("slimdiff demo: spectrum-aware distillation on built-in textures")
+    report.paragraph(
+        f"Data: {DATA} ({SIZE}×{SIZE} crops of the scikit-image textures, grey: R = G = B). Teacher: "
+        f"{teacher_path}. Student: tiny-sd (wavelet-gated), distilled for {s.student_steps} steps with "
+        f"λ_s = λ_f = {section.lambda_spatial:g}, α = {section.alpha:g} at {', '.join(section.positions)}. "
+        f"Samples: {s.samples} per model, {s.sampler} with {s.sample_steps} steps and η = {s.eta:g}, the same "
+        f"sampler and initial noise for every model. Run time {minutes:.1f} min."
+    )
+    report.heading("Samples")
+    for name, file in grids.items():
+        report.picture(file, f"{name} (first 64)")
+    report.heading("Numbers")
+    header = ["model", "params", "MACs/step", "steps/s (batch 64)", "SWD×10³ ↓", "spectrum err low ↓"]
+    header += ["spectrum err high ↓", "colour (chroma RMS) ↓", "ε-error low ↓", "ε-error high ↓"]
+    rows = []
+    for name in evaluations:
+        m = metrics[name]
         rows.append(
             [
                 name,
@@ -138,49 +196,42 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
                 m["swd"]["mean"],
                 m["spectrum_error"]["low"],
                 m["spectrum_error"]["high"],
+                m["chroma_rms"],
                 m["eps_spectrum"]["low"],
                 m["eps_spectrum"]["high"],
             ]
         )
-    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
-    minutes = (time.perf_counter() - start) / 60
-    report = Report("slimdiff demo: spectrum-aware distillation on built-in textures")
-    report.paragraph(
-        f"Data: {DATA} ({SIZE}×{SIZE} crops of the scikit-image textures). Teacher: {teacher_path}. "
-        f"Student: tiny-sd (wavelet-gated), distilled for {settings.student_steps} steps with "
-        f"λ_s = λ_f = 0.1, α = −1 at {', '.join(section.positions)}. Samples: {settings.samples} per model, "
-        f"{settings.sampler} with {settings.sample_steps} steps, the same initial noise for every model. "
-        f"Run time {minutes:.1f} min."
-    )
-    report.heading("Samples")
-    for name, file in grids.items():
-        report.picture(file, f"{name} (first 64)")
-    report.heading("Numbers")
-    report.table(
-        [
-            "model",
-            "params",
-            "MACs/step",
-            "steps/s (batch 64)",
-            "SWD×10³ ↓",
-            "spectrum err low ↓",
-            "spectrum err high ↓",
-            "ε-error low ↓",
-            "ε-error high ↓",
-        ],
-        rows,
-    )
+    report.table(header, rows)
+    verdicts = [
+        f"{name}: SWD {c['swd_ratio']:.2f}× and high-frequency spectrum error {c['spectrum_high_ratio']:.2f}× the "
+        f"teacher's ({'within' if c['ok'] else 'NOT within'} 2×)"
+        for name, c in ((n, m["vs_teacher"]) for n, m in metrics.items() if "vs_teacher" in m)
+    ]
+    report.paragraph("Against the teacher, same sampler and noise — " + "; ".join(verdicts) + ".")
     report.paragraph(
         "SWD: sliced Wasserstein distance to the real crops over Laplacian-pyramid patches (mean over levels). "
         "Spectrum error: mean |log10 P_model − log10 P_real| of the radial power spectrum below / above half "
-        f"Nyquist. ε-error: power of ε̂ − ε on the {settings.samples} held-out real crops below / above half Nyquist, averaged over "
-        "10 timestep buckets (no sampling; low variance). Small sample sizes: read differences of a few "
-        "percent as noise."
+        "Nyquist. Colour: RMS distance of each pixel from its grey value (the real crops: 0). ε-error: power of "
+        f"ε̂ − ε on {s.samples} held-out real crops below / above half Nyquist, averaged over 10 timestep "
+        "buckets (no sampling; low variance); per bucket below. One seed per model and small sample sizes: read "
+        "differences of a few percent as noise (the seeded comparison is docs/ablation.md)."
+    )
+    report.heading("ε-error per timestep")
+    buckets = {name: ev.eps_spectrum for name, ev in evaluations.items()}
+    first = next(iter(buckets.values()))
+    edges = list(zip(first.bucket_edges[:-1], first.bucket_edges[1:], strict=True))
+    head = ["timesteps", *[f"{name}: total (high)" for name in buckets]]
+    table = []
+    for b, (lo, hi) in enumerate(edges):
+        cells = [f"{r.low[b] + r.high[b]:.4f} ({r.high[b]:.4f})" for r in buckets.values()]
+        table.append([f"{lo}–{hi - 1}", *cells])
+    report.table(head, table)
+    report.paragraph(
+        "Mean squared error of ε̂ per timestep bucket (total = low + high band; high band in brackets), on the "
+        "same held-out x_t for every model. The average over buckets in the table above hides where the "
+        "students lose: compare the rows at large t, where the sample's layout is decided."
     )
     report.heading("Spectra")
     report.picture("spectra.png", "mean radial power spectrum of real and generated images")
     report.picture("eps-spectrum.png", "prediction-error power per timestep and frequency")
-    path = report.write(report_dir)
-    console.print(f"report: {path}  ({minutes:.1f} min)")
-    return path
+    return report
