@@ -19,8 +19,11 @@ from slimdiff.wavelets import gated_dwt2, gated_idwt2, idwt2
 
 WG_UP_MODES = ("repeat", "split")
 
-# Gates start near (LL 0.88, details 0.12): WG-Down begins close to average pooling and WG-Up close to
-# nearest-neighbour up-sampling, and training decides how much detail each band lets through.
+# Gate logits start at (+2, −2, −2, −2), i.e. gates near (LL 0.88, details 0.12). That is not average pooling:
+# the orthonormal Haar bands weight the 2×2 block [[a, b], [c, d]] as (g_LL ± g_LH ± g_HL ± g_HH) / 2, so WG-Down
+# starts as the checkerboard [[0.62, 0.38], [0.38, 0.38]] (top-left pixel favoured; 2 × average pooling would be
+# 0.5 everywhere, plain subsampling [[1, 0], [0, 0]] with all gates at 0.5), and WG-Up copies a pixel into its 2×2
+# block with the same weights. Training decides from there how much detail each band lets through.
 _INITIAL_LL_LOGIT = 2.0
 
 
