@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
 
 from slimdiff.cli.app import app, console, fail
 from slimdiff.metrics.complexity import count_macs_by_kind, count_params, steps_per_second
@@ -81,7 +82,7 @@ def profile(
         table.add_column(column, justify="left" if column == "preset" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            r["preset"],
+            Text(r["preset"]),
             _fmt(r["params"], 1e6, "M"),
             _fmt(r["params_paper"], 1e6, "M"),
             _delta(r["params"], r["params_paper"]),
