@@ -21,6 +21,14 @@ def export(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="replace the whole content of a non-empty --out"
     ),
+    quantize: str | None = typer.Option(
+        None,
+        "--quantize",
+        help="int8: also write int8 graphs (onnxruntime quantisation) and measure their cost",
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="images for int8's ε-error measurement (default: the model's own samples)"
+    ),
 ) -> None:
     """Write MODEL as a diffusers pipeline folder, optionally with its UNet step as an ONNX graph."""
     from slimdiff.sampling.export import ONNX_TOLERANCE, export_folder
@@ -28,6 +36,8 @@ def export(
 
     if to not in TARGETS:
         fail(f"unknown --to {to!r}; valid: {', '.join(TARGETS)}")
+    if quantize is not None and (quantize != "int8" or to != "onnx"):
+        fail(f"--quantize {quantize}: only int8, with --to onnx")
     check_out_folder(out, overwrite)
     if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
         fail(f"--out {out} holds files that are not an exported pipeline; --overwrite replaces only those")
@@ -43,4 +53,26 @@ def export(
         if error > ONNX_TOLERANCE:
             fail(f"onnxruntime differs from PyTorch by {error:.2e} (relative) > {ONNX_TOLERANCE:g}", code=1)
         say(f"{record['onnx']}: onnxruntime matches PyTorch to {error:.1e} (relative)")
+        for name, decoder in record.get("decoders", {}).items():
+            if decoder["relative_error"] > ONNX_TOLERANCE:
+                fail(
+                    f"the {name} graph differs from PyTorch by {decoder['relative_error']:.2e} (relative)",
+                    code=1,
+                )
+            say(
+                f"{name}/model.onnx: onnxruntime matches PyTorch to {decoder['relative_error']:.1e} (relative)"
+            )
+    if quantize:
+        from slimdiff.metrics.int8_cost import quantize_export
+
+        with user_errors(), console.status("quantising to int8 and measuring its cost"):
+            cost = quantize_export(out, data)["quantize"]
+        for name, graph in cost["graphs"].items():
+            say(f"{name}: int8 ({graph['mode']}) runs {graph['speedup']:.2f}× the fp32 graph's speed")
+        eps = cost["cost"]["eps_error"]
+        say(
+            f"int8 cost: ε error vs fp32 low {eps['int8_vs_fp32']['low']:.2e} / high {eps['int8_vs_fp32']['high']:.2e} "
+            f"(the model's own: {eps['fp32_own_error']['low']:.2e} / {eps['fp32_own_error']['high']:.2e}); "
+            f"samples PSNR {cost['cost']['samples']['psnr_db']:.1f} dB — details in {out / 'export.json'}"
+        )
     say(f"pipeline folder: {out}")

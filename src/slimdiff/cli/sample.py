@@ -23,8 +23,10 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         old.unlink()
 
 
-def load_or_fail(model: str, onnx: bool):
-    """The pipeline for `model`, its UNet steps run by onnxruntime when `onnx`."""
+def load_or_fail(model: str, onnx: bool, decoder: str = "full"):
+    """The pipeline for `model`, its UNet steps (and decoder) run by onnxruntime when `onnx`; `decoder` is
+    full, slim (MODEL/slim_decoder) or a slim decoder folder."""
+    from slimdiff.sampling.decoders import use_decoder
     from slimdiff.sampling.pipeline import load_pipeline
 
     try:
@@ -35,7 +37,9 @@ def load_or_fail(model: str, onnx: bool):
         from slimdiff.sampling.export import load_onnx_pipeline
 
         with user_errors():
-            pipe = load_onnx_pipeline(model, pipe)
+            pipe = load_onnx_pipeline(model, pipe, decoder="slim_decoder" if decoder == "slim" else "vae")
+    with user_errors():
+        pipe = use_decoder(pipe, model, "full" if onnx and decoder == "slim" else decoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -65,7 +69,12 @@ def sample(
         help="fraction of the steps run by MODEL before the teacher",
     ),
     onnx: bool = typer.Option(
-        False, "--onnx", help="run the UNet steps with onnxruntime (MODEL/unet/model.onnx)"
+        False, "--onnx", help="run the UNet steps and the decoder with onnxruntime (an ONNX export folder)"
+    ),
+    decoder: str = typer.Option(
+        "full",
+        "--decoder",
+        help="full (the autoencoder's), slim (MODEL/slim_decoder) or a slim decoder folder",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
 ) -> None:
@@ -82,7 +91,7 @@ def sample(
         )
     if guidance is not None and label is None:
         fail("--guidance needs --label (the class to guide towards)")
-    pipe = load_or_fail(model, onnx)
+    pipe = load_or_fail(model, onnx, decoder)
     stitch = None
     if stitch_teacher is not None:
         from slimdiff.models.loading import load_unet
@@ -105,6 +114,7 @@ def sample(
         "stitch_teacher": stitch_teacher,
         "stitch_fraction": stitch_fraction if stitch_teacher else None,
         "onnx": onnx,
+        "decoder": decoder,
         "noise_schedule": dict(pipe.scheduler.config),
     }
     (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))

@@ -15,8 +15,10 @@ import shutil
 from pathlib import Path
 
 from slimdiff.errors import ModelError
+from slimdiff.sampling.onnx_decoder import export_decoders, load_onnx_decoder
 from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+from slimdiff.sampling.quantize import INT8_ONNX
 
 WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 # The ONNX graph must answer like PyTorch: max |ONNX − PyTorch| / max |PyTorch| at most this.
@@ -47,6 +49,8 @@ def export_folder(pipe: SlimDiffusionPipeline, out: Path, onnx: bool, source: st
             relative_error=error,
             tolerance=ONNX_TOLERANCE,
             unet_weights_sha256=file_digest(tmp / WEIGHTS),
+            # the decoder too (vae/model.onnx, slim_decoder/model.onnx): the whole pipeline on onnxruntime
+            decoders=export_decoders(pipe, tmp, source),
         )
     (tmp / "export.json").write_text(json.dumps(record, indent=2))
     if out.exists():
@@ -55,16 +59,29 @@ def export_folder(pipe: SlimDiffusionPipeline, out: Path, onnx: bool, source: st
     return record
 
 
-def load_onnx_pipeline(folder: str | Path, pipe: SlimDiffusionPipeline, threads: int | None = None):
+def load_onnx_pipeline(
+    folder: str | Path,
+    pipe: SlimDiffusionPipeline,
+    threads: int | None = None,
+    decoder: str = "vae",
+    precision: str | None = None,
+):
     """`pipe` (loaded from `folder`) with its UNet steps on onnxruntime, after checking that the graph was
-    exported from the weights in `folder/unet` and that onnxruntime can read it."""
+    exported from the weights in `folder/unet` and that onnxruntime can read it. The decoder (`decoder`:
+    "vae" or "slim_decoder") runs on onnxruntime too when the export has its graph. `precision` "fp32" or
+    "int8" picks the graphs; None takes int8 when the folder was exported with `--quantize int8`."""
     folder = Path(folder)
-    path, record_file = folder / "unet" / ONNX_FILE, folder / "export.json"
+    record_file = folder / "export.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    precision = precision or ("int8" if "quantize" in record else "fp32")
+    graph = INT8_ONNX if precision == "int8" else ONNX_FILE
+    path = folder / "unet" / graph
     if not path.is_file():
         raise ModelError(
-            f"{path} does not exist; run `slimdiff export {folder} --to onnx --out DIR`, then sample DIR"
+            f"{path} does not exist; run `slimdiff export {folder} --to onnx --out DIR`"
+            + (" --quantize int8" if precision == "int8" else "")
+            + ", then sample DIR"
         )
-    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     expected = record.get("unet_weights_sha256")
     if expected is None or not (folder / WEIGHTS).is_file() or file_digest(folder / WEIGHTS) != expected:
         raise ModelError(
@@ -75,4 +92,5 @@ def load_onnx_pipeline(folder: str | Path, pipe: SlimDiffusionPipeline, threads:
         onnx_unet = OnnxUNet(path, pipe.unet.config, threads)
     except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
         raise ModelError(f"onnxruntime cannot read {path}: {str(error).splitlines()[0]}") from None
-    return SlimDiffusionPipeline(unet=onnx_unet, scheduler=pipe.scheduler, vae=pipe.vae)
+    vae = load_onnx_decoder(folder, decoder, record, threads, graph) or pipe.vae
+    return SlimDiffusionPipeline(unet=onnx_unet, scheduler=pipe.scheduler, vae=vae)

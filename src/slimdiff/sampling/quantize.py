@@ -1,0 +1,175 @@
+"""int8 post-training quantisation of an exported pipeline's graphs with onnxruntime's quantisation tools.
+
+Static quantisation (QDQ, per-channel int8 weights, uint8 activations) needs activation ranges: they are
+calibrated on the model's *own* inputs — the x_t and t the fp32 pipeline meets along its sampling trajectories
+from seeded noise, and the final latents it hands to the decoder — so no data set is needed and the ranges are
+the ones sampling produces at every timestep. Dynamic quantisation (weights only, activations quantised on
+the fly) is the fallback when the static tool fails on a graph. The quality cost is measured separately
+(`slimdiff.metrics.int8_cost`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slimdiff.models.inputs import sample_hw
+from slimdiff.sampling.onnx_decoder import session_options
+
+INT8_ONNX = "model.int8.onnx"
+MODES = ("static", "dynamic")
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+class _Recorder:
+    """Stands in for the UNet inside the pipeline and keeps every (sample, timestep) it is called with."""
+
+    def __init__(self, unet):
+        self.unet, self.config, self.feeds = unet, unet.config, []
+
+    def __call__(self, sample, timestep, **condition):
+        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0])
+        self.feeds.append({"sample": sample.detach().clone(), "timestep": t.clone(), **condition})
+        return self.unet(sample, timestep, **condition)
+
+
+@torch.no_grad()
+def calibration_feeds(pipe, n: int = 8, steps: int = 10, sampler: str = "dpm++", seed: int = 0):
+    """(UNet feeds, decoder feeds): the graph inputs of `n` fp32 sampling trajectories of `steps` steps
+    (one image each) and the unscaled final latents. Unconditional models only take plain feeds here."""
+    recorder = _Recorder(pipe.unet)
+    pipe_unet, pipe.unet = pipe.unet, recorder
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        shape = (n, pipe_unet.config.in_channels, *sample_hw(pipe_unet.config))
+        noise = torch.randn(shape, generator=generator)
+        finals = [
+            pipe(
+                batch_size=1,
+                latents=noise[i : i + 1],
+                num_inference_steps=steps,
+                sampler=sampler,
+                output_type="latent",
+            ).images
+            for i in range(n)
+        ]
+    finally:
+        pipe.unet = pipe_unet
+    unet_feeds = [{k: _array(v) for k, v in feed.items()} for feed in recorder.feeds]
+    scale = float(pipe.vae.config.get("scaling_factor", 1.0)) if pipe.vae is not None else 1.0
+    decoder_feeds = [{"latents": _array(x / scale)} for x in finals]
+    return unet_feeds, decoder_feeds
+
+
+def _array(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = iter(feeds)
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+    def rewind(self):  # pragma: no cover - only some calibrators call it
+        pass
+
+
+def unshare_initializers(path: Path) -> None:
+    """Give every node its own copy of a weight that several nodes read (the exporter shares equal constants,
+    e.g. the wavelet filters); onnxruntime's static QDQ quantiser refuses shared weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name not in initializers:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                copy = numpy_helper.from_array(
+                    numpy_helper.to_array(initializers[name]), f"{name}__{seen[name]}"
+                )
+                graph.initializer.append(copy)
+                node.input[k] = copy.name
+    onnx.save(model, str(path))
+
+
+def quantize_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]] | None) -> dict:
+    """Write the int8 version of the graph `fp32` to `int8`: static (calibrated on `feeds`) when feeds are
+    given and the static tool succeeds, else dynamic. Returns {"mode", "seconds", "static_error"?}."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    start = time.perf_counter()
+    fp32, int8 = Path(fp32), Path(int8)
+    prepared = int8.with_name(".prepared-" + fp32.name)
+    record: dict = {}
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    try:
+        quant_pre_process(str(fp32), str(prepared))
+    except Exception:  # the pre-processing (shape inference, fusions) is an optimisation only
+        shutil.copyfile(fp32, prepared)
+    unshare_initializers(prepared)
+    source = prepared
+    try:
+        if feeds:
+            reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+            quantize_static(
+                str(source),
+                str(int8),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                # only the matrix products: Q/DQ pairs around element-wise ops cost more than they save
+                op_types_to_quantize=QUANTIZED_OPS,
+            )
+            record["mode"] = "static"
+    except Exception as error:  # the static tool fails on some graphs; dynamic quantisation still helps
+        record["static_error"] = str(error).splitlines()[0][:300]
+    if "mode" not in record:
+        quantize_dynamic(
+            str(source),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=QUANTIZED_OPS,
+        )
+        record["mode"] = "dynamic"
+    prepared.unlink(missing_ok=True)
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def time_graph(path: Path, feed: dict[str, np.ndarray], repeats: int = 5, threads: int = 1) -> float:
+    """Median seconds of one run of the graph at `path` on `feed` (after a warm-up run)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    session.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

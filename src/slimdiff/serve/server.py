@@ -1,0 +1,217 @@
+"""`slimdiff serve MODEL [--teacher T]`: a local page to generate images and compare student and teacher.
+
+Python's own HTTP server (no extra dependency), bound to 127.0.0.1 unless told otherwise. `GET /` is the
+page, `GET /api/info` what the model offers (solvers, classes, a teacher), `POST /api/generate` one request:
+the student's images, the teacher's from the same noise, and the stitched ones (student for the first
+fraction of the steps, teacher for the rest), each with the seconds it took. A bad parameter is answered
+with status 400 and one line the page shows; anything else with 500 and a short line (the traceback goes
+to the server's log, never to the page). Requests are served one at a time: generation uses the CPU fully.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+from PIL import Image
+
+from slimdiff.errors import ModelError, SlimdiffError
+from slimdiff.models.inputs import condition_input, sample_hw
+from slimdiff.reporting.images import to_uint8
+from slimdiff.sampling.generate import generate
+from slimdiff.sampling.solvers import SAMPLERS
+from slimdiff.serve.page import PAGE
+
+log = logging.getLogger("slimdiff.serve")
+MAX_STEPS, MAX_IMAGES = 200, 8
+
+
+class BadRequest(SlimdiffError):
+    """A parameter the page sent that cannot be used; its message is shown on the page."""
+
+
+def _number(params: dict, name: str, kind, low, high, default=None):
+    value = params.get(name, default)
+    if value is None or value == "":
+        if default is None:
+            raise BadRequest(f"{name} is missing")
+        value = default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must lie in [{low}, {high}], got {number}")
+    return number
+
+
+def png_data_url(image: torch.Tensor) -> str:
+    """An image (3, H, W) in [-1, 1] as a PNG data URL."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image[None])[0]).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class Generator:
+    """The student pipeline, an optional teacher pipeline on the same latent space, and one lock."""
+
+    def __init__(self, student, teacher=None, names: tuple[str, str] = ("student", "teacher")):
+        self.student, self.teacher, self.names = student, teacher, names
+        self.lock = threading.Lock()
+        if teacher is not None:
+            shapes = [(p.unet.config.in_channels, *sample_hw(p.unet.config)) for p in (student, teacher)]
+            if shapes[0] != shapes[1]:
+                raise ModelError(
+                    f"the teacher samples {shapes[1]} latents, the model {shapes[0]}: they must match"
+                )
+        config = student.unet.config
+        self.condition = condition_input(config)
+        self.classes = config.get("num_context_classes") or config.get("num_class_embeds")
+
+    def info(self) -> dict:
+        return {
+            "model": self.names[0],
+            "teacher": self.names[1] if self.teacher is not None else None,
+            "samplers": list(SAMPLERS),
+            "single_step_samplers": [s.name for s in SAMPLERS.values() if not s.keeps_model_outputs],
+            "classes": self.classes,
+            "guidance": bool(self.student.unet.config.get("num_context_classes")),
+            "text": self.condition == "encoder_hidden_states",
+            "max_steps": MAX_STEPS,
+            "max_images": MAX_IMAGES,
+        }
+
+    def parse(self, params: dict) -> dict:
+        sampler = params.get("sampler", "dpm++")
+        if sampler not in SAMPLERS:
+            raise BadRequest(f"unknown solver {sampler!r}; valid: {', '.join(SAMPLERS)}")
+        call = {
+            "sampler": sampler,
+            "num_inference_steps": _number(params, "steps", int, 1, MAX_STEPS, 20),
+            "seed": _number(params, "seed", int, 0, 2**31 - 1, 0),
+            "n": _number(params, "n", int, 1, MAX_IMAGES, 1),
+        }
+        if self.condition == "encoder_hidden_states":
+            raise BadRequest("text-conditional models need prompt embeddings; serve has no text encoder yet")
+        if self.classes:
+            call["class_labels"] = _number(params, "label", int, 0, self.classes - 1, 0)
+            guidance = params.get("guidance")
+            if guidance not in (None, ""):
+                if not self.info()["guidance"]:
+                    raise BadRequest("this model has no 'no class' row, so it cannot use guidance")
+                call["guidance_scale"] = _number(params, "guidance", float, 0.0, 50.0)
+        fraction = params.get("stitch")
+        if self.teacher is not None and fraction not in (None, ""):
+            call["stitch"] = _number(params, "stitch", float, 0.0, 1.0)
+            if 0 < call["stitch"] < 1 and SAMPLERS[sampler].keeps_model_outputs:
+                single = ", ".join(self.info()["single_step_samplers"])
+                raise BadRequest(
+                    f"stitching needs a single-step solver ({single}); {sampler} keeps past outputs"
+                )
+        return call
+
+    def run(self, params: dict) -> dict:
+        call = self.parse(params)
+        n, seed, fraction = call.pop("n"), call.pop("seed"), call.pop("stitch", None)
+        runs = [(self.names[0], self.student, {})]
+        if self.teacher is not None:
+            runs.append((self.names[1], self.teacher, {}))
+            if fraction is not None and 0 < fraction < 1:
+                runs.append(
+                    (
+                        f"stitched ({fraction:g} {self.names[0]})",
+                        self.student,
+                        {"stitch": (self.teacher.unet, fraction)},
+                    )
+                )
+        results = []
+        with self.lock:
+            for name, pipe, extra in runs:
+                start = time.perf_counter()
+                try:
+                    images = generate(pipe, n, seed, batch=n, **call, **extra)
+                except ValueError as error:  # a setting the pipeline refuses
+                    raise BadRequest(str(error).splitlines()[0]) from None
+                seconds = time.perf_counter() - start
+                results.append(
+                    {"name": name, "seconds": round(seconds, 3), "images": [png_data_url(x) for x in images]}
+                )
+        return {"results": results, "seed": seed, **{k: v for k, v in call.items() if k != "stitch"}}
+
+
+def handler_for(generator: Generator):
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, body: bytes, kind: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, payload: dict) -> None:
+            self._send(status, json.dumps(payload).encode(), "application/json")
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path in ("/", "/index.html"):
+                self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+            elif self.path == "/api/info":
+                self._json(200, generator.info())
+            else:
+                self._json(404, {"error": f"no page {self.path}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path != "/api/generate":
+                self._json(404, {"error": f"no endpoint {self.path}"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                params = json.loads(self.rfile.read(length) or b"{}")
+                if not isinstance(params, dict):
+                    raise BadRequest("the request must be a JSON object")
+                self._json(200, generator.run(params))
+            except json.JSONDecodeError:
+                self._json(400, {"error": "the request is not valid JSON"})
+            except SlimdiffError as error:
+                self._json(400, {"error": str(error)})
+            except Exception as error:  # a bug: logged with its traceback, one line on the page
+                log.exception("generation failed")
+                self._json(500, {"error": f"internal error ({type(error).__name__}); see the server's log"})
+
+        def log_message(self, format: str, *args) -> None:
+            log.info("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
+    """An HTTP server for `generator` on (host, port); port 0 picks a free one (`server.server_address`)."""
+    try:
+        return ThreadingHTTPServer((host, port), handler_for(generator))
+    except OSError as error:
+        raise ModelError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; pick another --port"
+        ) from None
+
+
+def load_generator(model: str, teacher: str | None = None, decoder: str = "full") -> Generator:
+    """The student pipeline of `model` (with `decoder`) and the teacher pipeline of `teacher`."""
+    from slimdiff.sampling.decoders import use_decoder
+    from slimdiff.sampling.pipeline import load_pipeline
+
+    def load(source: str, role: str):
+        try:
+            pipe = load_pipeline(source)
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot load {role} {source}: {str(error).splitlines()[0]}") from None
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    student = use_decoder(load(model, "the model"), model, decoder)
+    return Generator(student, load(teacher, "--teacher") if teacher else None, (model, teacher or "teacher"))
