@@ -20,6 +20,7 @@ LAYERS = [
     {"metrics"},
     {"analysis"},
     {"demo"},
+    {"serve"},  # slimdiff serve's page and server
     {"cli"},
     {"__main__"},
 ]
