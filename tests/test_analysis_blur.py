@@ -1,6 +1,5 @@
 import pytest
 import torch
-from helpers_metrics import white_noise
 from scipy.ndimage import convolve
 
 from slimdiff.analysis.blur import SIGMA2, blur_sensitivity, gaussian_blur, gaussian_kernel, plot_blur
@@ -15,7 +14,7 @@ def test_kernel_is_a_normalised_gaussian_of_the_given_variance():
         gaussian_kernel(1.0, 8)
 
 
-def test_blur_matches_scipy_with_reflect_padding():
+def test_blur_matches_scipy_with_reflect_padding(white_noise):
     x = white_noise(2, size=16).float()
     k = gaussian_kernel(1.5).numpy()
     # torch "reflect" mirrors without repeating the edge pixel: scipy calls that "mirror".
@@ -24,7 +23,7 @@ def test_blur_matches_scipy_with_reflect_padding():
     assert torch.equal(gaussian_blur(x, 0.0), x)
 
 
-def test_blur_sensitivity_rows_and_dict_metrics(tmp_path):
+def test_blur_sensitivity_rows_and_dict_metrics(tmp_path, white_noise):
     x = white_noise(8, size=16).float()
     calls = []
 

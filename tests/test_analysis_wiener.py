@@ -1,5 +1,4 @@
 import torch
-from helpers_metrics import power_law_field
 
 from slimdiff.analysis.wiener import (
     fit_linear_filter,
@@ -9,15 +8,11 @@ from slimdiff.analysis.wiener import (
     passband,
     wiener_analysis,
 )
-from slimdiff.metrics.spectrum import frequency_radius
 
 
-def _field_spectrum(size: int, exponent: float) -> torch.Tensor:
-    """The exact power spectrum S(f) of helpers_metrics.power_law_field."""
-    return frequency_radius(size, size).clamp_min(2 / size) ** (-exponent)
-
-
-def test_closed_form_matches_the_least_squares_convolution_on_stationary_signals():
+def test_closed_form_matches_the_least_squares_convolution_on_stationary_signals(
+    power_law_field, power_law_spectrum
+):
     # Independent oracle: fit a full 8×8 circular convolution ε̂ = h ⊛ x_t by torch.linalg.lstsq in pixel
     # space; by the convolution theorem its DFT must equal √(1−ᾱ)·H_t(f) for the known spectrum S.
     size, alpha_bar, exponent = 8, 0.6, 1.5
@@ -29,14 +24,14 @@ def test_closed_form_matches_the_least_squares_convolution_on_stationary_signals
     design = torch.stack(shifts, dim=-1).reshape(-1, size * size)
     h = torch.linalg.lstsq(design, eps.reshape(-1, 1)).solution.reshape(size, size)
     response = torch.fft.fft2(h).real
-    closed = (1 - alpha_bar) ** 0.5 * optimal_filter(_field_spectrum(size, exponent), alpha_bar)
+    closed = (1 - alpha_bar) ** 0.5 * optimal_filter(power_law_spectrum(size, exponent), alpha_bar)
     assert torch.allclose(response, closed, atol=0.04), (response - closed).abs().max()
 
 
-def test_per_frequency_fit_agrees_with_the_closed_form():
+def test_per_frequency_fit_agrees_with_the_closed_form(power_law_field, power_law_spectrum):
     size, exponent = 16, 2.0
     x0 = power_law_field(400, size=size, exponent=exponent)
-    power = _field_spectrum(size, exponent)
+    power = power_law_spectrum(size, exponent)
     for alpha_bar in (0.05, 0.5, 0.95):
         # Compared as pass-bands 1 − √(1−ᾱ)·c(f), a gain in [0, 1].
         fitted = 1 - (1 - alpha_bar) ** 0.5 * fit_linear_filter(x0, alpha_bar, seed=1)
@@ -56,7 +51,7 @@ def test_passband_is_a_gain_that_opens_with_alpha_bar():
     assert torch.allclose(curves[1], expected)
 
 
-def test_wiener_analysis_rows():
+def test_wiener_analysis_rows(power_law_field):
     x0 = power_law_field(64, size=16)
     result = wiener_analysis(x0, {999: 0.005, 500: 0.3, 0: 0.998})
     rows = result["rows"]
@@ -66,14 +61,14 @@ def test_wiener_analysis_rows():
     assert all(r["fit_mean_gap"] < 0.05 for r in rows)
 
 
-def test_linear_denoiser_reaches_the_closed_form_error_spectrum():
+def test_linear_denoiser_reaches_the_closed_form_error_spectrum(power_law_field, power_law_spectrum):
     # Its ε-error power at f is 1 − (1−ᾱ)H_t(f) in expectation; on a stationary field with known S the
     # measured error spectrum must match it.
     from slimdiff.metrics.spectrum import radial_average, radial_power_spectrum
     from slimdiff.sampling.schedule import training_scheduler
 
     size, exponent = 16, 2.0
-    power = _field_spectrum(size, exponent)
+    power = power_law_spectrum(size, exponent)
     scheduler = training_scheduler()
     alpha_bar = scheduler.alphas_cumprod
     denoise = linear_denoiser(power, alpha_bar)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_train import tiny_kl, tiny_vq
 
 from slimdiff.data.datasets import make_dataset
 from slimdiff.data.latent_cache import cached_latents, source_fingerprint
@@ -20,7 +19,7 @@ def test_identity_is_pixel_space():
         load_autoencoder("identity", "some/model")
 
 
-def test_vq_matches_diffusers_with_scale(tmp_path):
+def test_vq_matches_diffusers_with_scale(tmp_path, tiny_vq):
     model = tiny_vq()
     model.save_pretrained(tmp_path / "vq")
     ae = load_autoencoder("vq", str(tmp_path / "vq"), scaling_factor=0.5)
@@ -37,8 +36,8 @@ def test_vq_matches_diffusers_with_scale(tmp_path):
     assert load_autoencoder("vq", str(tmp_path / "vq")).scaling_factor == 1.0  # LDM's unscaled VQ latents
 
 
-def test_kl_found_in_pipeline_subfolder_with_its_scale(tmp_path):
-    model = tiny_kl()
+def test_kl_found_in_pipeline_subfolder_with_its_scale(tmp_path, tiny_kl):
+    model = tiny_kl(levels=4)
     model.save_pretrained(tmp_path / "pipe" / "vae")
     ae = load_autoencoder("kl", str(tmp_path / "pipe"))
     assert (ae.factor, ae.latent_channels) == (8, 4)
@@ -53,7 +52,7 @@ def test_kl_found_in_pipeline_subfolder_with_its_scale(tmp_path):
         load_autoencoder("kl")
 
 
-def test_fingerprint_tracks_weights_and_scale(tmp_path):
+def test_fingerprint_tracks_weights_and_scale(tmp_path, tiny_vq):
     model = tiny_vq()
     model.save_pretrained(tmp_path / "vq")
     a = load_autoencoder("vq", str(tmp_path / "vq")).fingerprint()
@@ -65,7 +64,7 @@ def test_fingerprint_tracks_weights_and_scale(tmp_path):
     assert a != load_autoencoder("vq", str(tmp_path / "vq2")).fingerprint()
 
 
-def test_latent_cache_reuses_only_matching_key(tmp_path, monkeypatch):
+def test_latent_cache_reuses_only_matching_key(tmp_path, monkeypatch, tiny_vq):
     tiny_vq().save_pretrained(tmp_path / "vq")
     ae = load_autoencoder("vq", str(tmp_path / "vq"))
     images = make_dataset("builtin:textures", 16, length=6)

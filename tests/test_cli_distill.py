@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
@@ -14,43 +14,41 @@ from slimdiff.models.loading import load_unet
 from slimdiff.models.presets import get_preset
 
 runner = CliRunner()
-TINY = {"block_out_channels": (8, 16, 16), "attention_head_dim": 8}
+STUDENT = {"size": 32, "widths": (8, 16, 16)}  # three levels at 32×32, as the tiny teacher
 
 
-def write_config(folder: Path, **distill) -> Path:
-    lines = [
-        "model: tiny-sd",
-        "model_overrides: {block_out_channels: [8, 16, 16], attention_head_dim: 8}",
-        "data: {source: 'builtin:textures', size: 32, length: 16}",
-        "train: {steps: 2, batch_size: 4, warmup_steps: 1}",
-        f"run: {{dir: '{folder / 'run'}', sample_every: 0, checkpoint_every: 2, log_every: 1}}",
-    ]
-    if distill:
-        lines.append("distill: {" + ", ".join(f"{k}: {v}" for k, v in distill.items()) + "}")
-    path = folder / "distill.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+@pytest.fixture
+def write_config(micro_config):
+    """`write_config(folder, **distill)`: a two-step tiny-sd run config with an optional distill: section."""
+
+    def write(folder: Path, **distill) -> Path:
+        mapping = micro_config(
+            folder / "run",
+            steps=2,
+            every=2,
+            widths=STUDENT["widths"],
+            model="tiny-sd",
+            data={"size": STUDENT["size"], "length": 16},
+            train={"warmup_steps": 1},
+        )
+        if distill:
+            mapping["distill"] = distill
+        path = folder / "distill.yaml"
+        path.write_text(yaml.safe_dump(mapping))
+        return path
+
+    return write
 
 
-@pytest.fixture(scope="module")
-def teacher_folder(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("teacher") / "tiny-teacher"
-    get_preset("tiny-teacher").build(block_out_channels=(16, 32, 32), attention_head_dim=8).save_pretrained(
-        folder
-    )
-    return folder
-
-
-def test_distill_trains_logs_each_term_and_exports_a_student(tmp_path, teacher_folder):
-    config = write_config(tmp_path, positions="[output, feat-up1, feat-up2]", lambda_freq=0.5)
-    result = runner.invoke(app, ["distill", str(config), "--teacher", str(teacher_folder)])
+def test_distill_trains_logs_each_term_and_exports_a_student(tmp_path, write_config, tiny_teacher_folder):
+    config = write_config(tmp_path, positions=["output", "feat-up1", "feat-up2"], lambda_freq=0.5)
+    result = runner.invoke(app, ["distill", str(config), "--teacher", str(tiny_teacher_folder)])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     student = load_unet(run / "model")
     assert type(student).__name__ == "SlimUNet2DModel" and student.config.wavelet_gating
     saved = (run / "config.yaml").read_text()
-    assert str(teacher_folder) in saved and "lambda_freq: 0.5" in saved
+    assert str(tiny_teacher_folder) in saved and "lambda_freq: 0.5" in saved
     (events,) = (run / "logs").rglob("events.out.tfevents.*")
     tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
     assert {"train/loss", "train/loss_eps", "train/loss_spatial", "train/loss_freq"} <= set(tags)
@@ -59,25 +57,27 @@ def test_distill_trains_logs_each_term_and_exports_a_student(tmp_path, teacher_f
     assert any("projectors" in p.name or "objective" in p.name for p in checkpoint.iterdir())
 
 
-def test_distill_without_teacher_is_one_line_and_writes_nothing(tmp_path):
+def test_distill_without_teacher_is_one_line_and_writes_nothing(tmp_path, write_config):
     result = runner.invoke(app, ["distill", str(write_config(tmp_path))])
     assert result.exit_code == 2
     assert "no teacher" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
 
 
-def test_distill_refuses_a_teacher_from_another_latent_space(tmp_path):
+def test_distill_refuses_a_teacher_from_another_latent_space(tmp_path, write_config, tiny_unet):
     folder = tmp_path / "kl-teacher"
-    get_preset("tiny-teacher").build(in_channels=4, out_channels=4, **TINY).save_pretrained(folder)
+    tiny_unet(channels=4, **STUDENT).save_pretrained(folder)
     result = runner.invoke(app, ["distill", str(write_config(tmp_path)), "--teacher", str(folder)])
     assert result.exit_code == 2
     assert "in_channels" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_distill_rejects_unknown_positions_before_anything_starts(tmp_path, teacher_folder):
-    config = write_config(tmp_path, positions="[output, feat-up7]")
-    result = runner.invoke(app, ["distill", str(config), "--teacher", str(teacher_folder)])
+def test_distill_rejects_unknown_positions_before_anything_starts(
+    tmp_path, write_config, tiny_teacher_folder
+):
+    config = write_config(tmp_path, positions=["output", "feat-up7"])
+    result = runner.invoke(app, ["distill", str(config), "--teacher", str(tiny_teacher_folder)])
     assert result.exit_code == 2
     assert "feat-up7" in result.output and not (tmp_path / "run").exists()
 

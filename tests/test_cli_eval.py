@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 from slimdiff.cli import app
 from slimdiff.metrics import fid
 from slimdiff.metrics.complexity import count_params
-from slimdiff.models.presets import get_preset
 from slimdiff.reporting.images import to_uint8
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
@@ -29,13 +28,9 @@ def image_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, tiny_pipeline, tiny_unet):
     folder = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    unet = get_preset("tiny-sd").build(sample_size=16, block_out_channels=(8, 8, 8), attention_head_dim=8)
-    from slimdiff.sampling.schedule import training_scheduler
-
-    SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler()).save_pretrained(folder)
+    tiny_pipeline(tiny_unet(size=16)).save_pretrained(folder)
     return folder
 
 

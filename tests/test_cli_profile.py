@@ -82,11 +82,10 @@ def test_out_of_range_options_are_rejected():
     assert result.exit_code == 2 and "--batch" in result.output
 
 
-def test_a_plain_diffusers_unet_folder_is_profiled_as_itself(tmp_path):
+def test_a_plain_diffusers_unet_folder_is_profiled_as_itself(tmp_path, tiny_unet):
     from diffusers import UNet2DModel
 
-    config = {k: v for k, v in get_preset("tiny-lite").config.items() if k != "wavelet_gating"}
-    model = UNet2DModel(**config)
+    model = tiny_unet(cls=UNet2DModel)
     model.save_pretrained(tmp_path)
     (row,) = _rows(str(tmp_path), "--seconds", "0")
     assert row["params"] == count_params(model)  # not rebuilt with wavelet gates

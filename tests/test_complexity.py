@@ -7,7 +7,6 @@ import time
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from helpers_models import macs_by_kind, on_meta, small_condition_unet, small_unet, unet_inputs
 from ptflops import get_model_complexity_info
 from torch import nn
 
@@ -39,11 +38,11 @@ def test_attention_macs_closed_form():
     assert macs == _attention_closed_form(2, 10, 32, 4, 8)
 
 
-def test_condition_model_counts_attention_matmuls():
-    model = small_condition_unet()
+def test_condition_model_counts_attention_matmuls(tiny_condition_unet, unet_inputs, macs_by_kind):
+    model = tiny_condition_unet()
     inputs = unet_inputs(model, batch=1)
     with torch.device("meta"):
-        meta = small_condition_unet()
+        meta = tiny_condition_unet()
     conv_linear, attention = macs_by_kind(meta, {k: v.to("meta") for k, v in inputs.items()})
     assert attention > 0
     assert count_macs(model, inputs) == conv_linear + attention
@@ -54,16 +53,16 @@ def test_condition_model_counts_attention_matmuls():
     }
 
 
-def test_unconditional_model_counts_attention_matmuls():
-    model = small_unet()
+def test_unconditional_model_counts_attention_matmuls(tiny_unet, unet_inputs, macs_by_kind):
+    model = tiny_unet()
     inputs = unet_inputs(model, batch=1)
     with torch.device("meta"):
-        meta = small_unet()
+        meta = tiny_unet()
     assert count_macs(model, inputs) == sum(macs_by_kind(meta, {k: v.to("meta") for k, v in inputs.items()}))
 
 
-def test_count_macs_restores_the_attention_processors():
-    model = small_condition_unet()
+def test_count_macs_restores_the_attention_processors(tiny_condition_unet, unet_inputs):
+    model = tiny_condition_unet()
     model.set_attn_processor(AttnProcessor2_0())
     count_macs(model, unet_inputs(model, batch=1))
     assert all(isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values())
@@ -88,7 +87,7 @@ def test_macs_agree_with_ptflops(name):
     assert ours == pytest.approx(theirs, rel=0.02)
 
 
-def test_macs_scale_with_the_batch():
+def test_macs_scale_with_the_batch(on_meta):
     model, inputs = on_meta(get_preset("tiny-sd"))
     _, inputs4 = on_meta(get_preset("tiny-sd"), batch=4)
     assert count_macs(model, inputs4) == 4 * count_macs(model, inputs)
@@ -99,23 +98,27 @@ def test_count_params_closed_form():
     assert count_params(nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2, bias=False))) == 3 * 5 + 5 + 5 * 2
 
 
-class _Sleeper(nn.Module):
-    """A "model" whose step takes at least `seconds`."""
+class _FixedSpeed(nn.Module):
+    """A "model" whose every step advances a fake clock by exactly `seconds`."""
 
     def __init__(self, seconds: float):
         super().__init__()
-        self.seconds = seconds
-        self.calls = 0
+        self.seconds, self.now, self.calls = seconds, 0.0, 0
+
+    def clock(self) -> float:
+        return self.now
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        time.sleep(self.seconds)
+        self.now += self.seconds
         return sample
 
 
-def test_steps_per_second_of_a_model_of_known_speed():
-    model = _Sleeper(0.02)
-    speed = steps_per_second(model, {"sample": torch.zeros(1)}, min_seconds=0.2, warmup=2)
-    assert 10 < speed <= 50  # sleep guarantees ≥ 20 ms a step; the lower bound leaves room for a busy machine
-    assert model.calls >= 2 + 0.2 * speed - 1
+def test_steps_per_second_of_a_model_of_known_speed(monkeypatch):
+    # A fake clock instead of sleeping: the measured speed is exact on any machine, however busy.
+    model = _FixedSpeed(1 / 64)
+    monkeypatch.setattr(time, "perf_counter", model.clock)
+    speed = steps_per_second(model, {"sample": torch.zeros(1)}, min_seconds=0.25, warmup=2)
+    assert speed == 64  # 16 timed steps of 1/64 s (exact in binary) fill the 0.25 s
+    assert model.calls == 2 + 16  # the warm-up steps are not timed
     assert not model.training

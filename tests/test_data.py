@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_train import make_image_folder
 from PIL import Image
 
 from slimdiff.data.datasets import DataError, load_images, make_dataset, to_tensor
@@ -27,8 +26,8 @@ def test_to_tensor_values_and_modes():
     assert to_tensor(Image.new("P", (8, 8)), 4).shape == (3, 4, 4)
 
 
-def test_folder_skips_bad_files_and_strict_fails(tmp_path):
-    root = make_image_folder(tmp_path / "imgs")
+def test_folder_skips_bad_files_and_strict_fails(image_folder):
+    root = image_folder()
     with pytest.warns(UserWarning, match="skipping unreadable image"):
         dataset = make_dataset(str(root), 8)
     assert len(dataset) == 3  # rgb, grayscale, rgba
@@ -79,11 +78,11 @@ def test_missing_and_empty_sources_are_clear_errors(tmp_path):
         make_dataset("builtin:faces", 8)
 
 
-def test_load_images(tmp_path):
+def test_load_images(image_folder):
     x = load_images("builtin:textures", 16, 5, seed=3)
     assert x.shape == (5, 3, 16, 16)
     assert torch.equal(x[4], make_dataset("builtin:textures", 16, seed=3, length=5)[4])
-    root = make_image_folder(tmp_path / "imgs", bad=False)
+    root = image_folder(bad=False)
     assert load_images(str(root), 8, 2, seed=0).shape == (2, 3, 8, 8)
     with pytest.raises(DataError, match="fewer than the 10 requested"):
         load_images(str(root), 8, 10)

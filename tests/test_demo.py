@@ -5,23 +5,15 @@ from __future__ import annotations
 import json
 import re
 
-import torch
 from PIL import Image
 
 from slimdiff.demo import DemoSettings, run_demo
-from slimdiff.models.presets import get_preset
-from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import training_scheduler
 
 
-def test_demo_writes_a_complete_report(tmp_path):
-    torch.manual_seed(0)
-    teacher = tmp_path / "teacher"
-    unet = get_preset("tiny-teacher").build(block_out_channels=(16, 32, 32), attention_head_dim=8)
-    SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler()).save_pretrained(teacher)
+def test_demo_writes_a_complete_report(tmp_path, tiny_teacher_folder):
     settings = DemoSettings(
         out=tmp_path / "demo",
-        teacher=str(teacher),
+        teacher=str(tiny_teacher_folder),
         student_steps=2,
         batch_size=4,
         samples=8,

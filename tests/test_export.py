@@ -3,8 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_pipeline import seed as gen
-from helpers_pipeline import single_thread, tiny_condition_unet, tiny_pipeline, tiny_unet  # noqa: F401
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -16,7 +14,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_pipeline, tiny_unet):
     """A tiny pipeline folder exported with `slimdiff export --to onnx` (one export for the module)."""
     root = tmp_path_factory.mktemp("export")
     tiny_pipeline(tiny_unet(seed=4)).save_pretrained(root / "model")
@@ -25,7 +23,7 @@ def exported(tmp_path_factory):
     return root
 
 
-def test_onnx_matches_pytorch_within_1e_4_relative(exported):
+def test_onnx_matches_pytorch_within_1e_4_relative(exported, tiny_unet):
     record = json.loads((exported / "onnx" / "export.json").read_text())
     assert record["relative_error"] <= 1e-4
     unet = tiny_unet(seed=4)
@@ -35,13 +33,14 @@ def test_onnx_matches_pytorch_within_1e_4_relative(exported):
         assert relative_error(unet, onnx_unet, batch=batch) <= 1e-4
 
 
-def test_onnx_pipeline_draws_the_pytorch_images(exported):
+def test_onnx_pipeline_draws_the_pytorch_images(exported, tiny_pipeline, tiny_unet):
     unet = tiny_unet(seed=4)
     onnx_unet = OnnxUNet(exported / "onnx" / "unet" / ONNX_FILE, unet.config)
     onnx_pipe = tiny_pipeline(onnx_unet)
     kwargs = {"batch_size": 2, "num_inference_steps": 4, "sampler": "dpm++", "output_type": "pt"}
-    expected = tiny_pipeline(unet)(generator=gen(0), **kwargs).images
-    torch.testing.assert_close(onnx_pipe(generator=gen(0), **kwargs).images, expected, atol=1e-4, rtol=1e-4)
+    expected = tiny_pipeline(unet)(generator=torch.Generator().manual_seed(0), **kwargs).images
+    images = onnx_pipe(generator=torch.Generator().manual_seed(0), **kwargs).images
+    torch.testing.assert_close(images, expected, atol=1e-4, rtol=1e-4)  # two runtimes: their own kernels
 
 
 def test_sample_with_onnx_equals_sample_with_pytorch(exported):
@@ -58,14 +57,14 @@ def test_sample_with_onnx_equals_sample_with_pytorch(exported):
         assert np.abs(a - b).max() <= 1  # one grey level of rounding at most
 
 
-def test_sample_onnx_without_a_graph_says_how_to_make_one(tmp_path):
+def test_sample_onnx_without_a_graph_says_how_to_make_one(tmp_path, tiny_pipeline):
     tiny_pipeline().save_pretrained(tmp_path / "model")
     result = runner.invoke(app, ["sample", str(tmp_path / "model"), "--onnx", "--out", str(tmp_path / "s")])
     assert result.exit_code == 2
     assert "slimdiff export" in result.output and "Traceback" not in result.output
 
 
-def test_class_conditional_export(tmp_path):
+def test_class_conditional_export(tmp_path, tiny_condition_unet):
     unet = tiny_condition_unet(seed=1)
     path = export_onnx(unet, tmp_path / ONNX_FILE)
     onnx_unet = OnnxUNet(path, unet.config)
@@ -73,7 +72,7 @@ def test_class_conditional_export(tmp_path):
     assert relative_error(unet, onnx_unet, batch=3) <= 1e-4
 
 
-def test_export_to_diffusers_round_trip(tmp_path):
+def test_export_to_diffusers_round_trip(tmp_path, tiny_pipeline, tiny_unet, assert_same_pipeline):
     tiny_pipeline(tiny_unet(seed=5)).save_pretrained(tmp_path / "model")
     tiny_unet(seed=5).save_pretrained(tmp_path / "bare")
     result = runner.invoke(
@@ -81,15 +80,13 @@ def test_export_to_diffusers_round_trip(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "d" / "export.json").read_text())["to"] == "diffusers"
-    images = []
-    for folder in ("model", "d"):
-        pipe = SlimDiffusionPipeline.from_pretrained(tmp_path / folder)
+    pipes = [SlimDiffusionPipeline.from_pretrained(tmp_path / folder) for folder in ("model", "d")]
+    for pipe in pipes:
         pipe.set_progress_bar_config(disable=True)
-        images.append(pipe(num_inference_steps=3, sampler="unipc", generator=gen(1), output_type="pt").images)
-    assert torch.equal(*images)
+    assert_same_pipeline(*pipes, seed=1, sampler="unipc")
 
 
-def test_export_mistakes_are_one_line(tmp_path):
+def test_export_mistakes_are_one_line(tmp_path, tiny_unet):
     tiny_unet().save_pretrained(tmp_path / "bare")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from helpers_metrics import power_law_field
 
 from slimdiff.analysis.blur import gaussian_blur
 from slimdiff.metrics import fid
@@ -77,7 +76,7 @@ class SmallCNN(torch.nn.Module):
         return self.net(images.float() / 127.5 - 1)
 
 
-def test_fid_code_path_runs_offline_with_a_small_extractor():
+def test_fid_code_path_runs_offline_with_a_small_extractor(power_law_field):
     x = power_law_field(80, size=32, exponent=1.0).float().clamp(-1, 1)
     extractor = SmallCNN()
     calls = []

@@ -5,14 +5,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers_pipeline import seed as gen
-from helpers_pipeline import (  # noqa: F401  (single_thread: autouse fixture)
-    single_thread,
-    tiny_condition_unet,
-    tiny_pipeline,
-    tiny_unet,
-    tiny_vae,
-)
 from PIL import Image
 
 from slimdiff.models.loading import load_unet
@@ -26,6 +18,10 @@ from slimdiff.sampling.pipeline import (
 from slimdiff.sampling.schedule import training_scheduler
 
 
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def _pt(pipe, **kwargs):
     kwargs = {"num_inference_steps": 3, "sampler": "ddim", "generator": gen(0), "output_type": "pt", **kwargs}
     return pipe(**kwargs).images
@@ -34,7 +30,7 @@ def _pt(pipe, **kwargs):
 # --- save / load -------------------------------------------------------------------------------------------
 
 
-def test_save_load_round_trip_is_identical(tmp_path):
+def test_save_load_round_trip_is_identical(tmp_path, tiny_pipeline, assert_same_pipeline):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
@@ -46,12 +42,14 @@ def test_save_load_round_trip_is_identical(tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert loaded.vae is None
     for sampler in ("ddpm", "dpm++"):
-        assert torch.equal(_pt(pipe, sampler=sampler), _pt(loaded, sampler=sampler))
+        assert_same_pipeline(pipe, loaded, sampler=sampler)
     # The UNet of a pipeline folder is found by the shared loader too.
     assert type(load_unet(tmp_path)).__name__ == "SlimUNet2DModel"
 
 
-def test_round_trip_from_a_fresh_process(tmp_path):
+def test_round_trip_from_a_fresh_process(
+    tmp_path, tiny_pipeline, assert_same_parameters, assert_outputs_close
+):
     """diffusers resolves custom component classes only from modules already imported: loading must not
     depend on anything the saving process had imported."""
     pipe = tiny_pipeline()
@@ -63,27 +61,29 @@ def test_round_trip_from_a_fresh_process(tmp_path):
         "torch.set_num_threads(1)\n"
         "pipe = SlimDiffusionPipeline.from_pretrained(sys.argv[1])\n"
         "pipe.set_progress_bar_config(disable=True)\n"
+        "torch.save(pipe.unet.state_dict(), sys.argv[3])\n"
         "images = pipe(num_inference_steps=3, sampler='ddim', generator=torch.Generator().manual_seed(0),"
         " output_type='pt').images\n"
         "numpy.save(sys.argv[2], images.numpy())\n"
     )
-    subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "model"), str(tmp_path / "x.npy")], check=True
-    )
-    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), expected)
+    paths = [tmp_path / "model", tmp_path / "x.npy", tmp_path / "unet.pt"]
+    subprocess.run([sys.executable, "-c", script, *map(str, paths)], check=True)
+    loaded = torch.load(tmp_path / "unet.pt", weights_only=True)
+    assert_same_parameters(pipe.unet, loaded)  # the weights the other process loaded, bit for bit
+    assert_outputs_close(np.load(tmp_path / "x.npy"), expected)  # its images, to rounding
 
 
-def test_round_trip_with_autoencoder(tmp_path):
-    pipe = tiny_pipeline(tiny_unet(channels=4), vae=tiny_vae(scaling_factor=0.3))
+def test_round_trip_with_autoencoder(tmp_path, tiny_pipeline, tiny_unet, tiny_kl, assert_same_pipeline):
+    pipe = tiny_pipeline(tiny_unet(channels=4), vae=tiny_kl(scaling_factor=0.3))
     pipe.save_pretrained(tmp_path)
     loaded = load_pipeline(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert loaded.vae.config.scaling_factor == 0.3
-    assert torch.equal(_pt(pipe), _pt(loaded))
+    assert_same_pipeline(pipe, loaded)
     assert _pt(loaded).shape == (1, 3, 16, 16)
 
 
-def test_run_folder_and_bare_unet_folder_load(tmp_path):
+def test_run_folder_and_bare_unet_folder_load(tmp_path, tiny_pipeline, tiny_unet, assert_same_pipeline):
     tiny_pipeline().save_pretrained(tmp_path / "run" / "model")
     assert isinstance(load_pipeline(tmp_path / "run"), SlimDiffusionPipeline)
     unet = tiny_unet(seed=3)
@@ -91,14 +91,14 @@ def test_run_folder_and_bare_unet_folder_load(tmp_path):
     bare = load_pipeline(tmp_path / "bare")
     assert bare.scheduler.config.beta_end == training_scheduler().config.beta_end
     bare.set_progress_bar_config(disable=True)
-    assert torch.equal(_pt(bare), _pt(tiny_pipeline(unet)))
+    assert_same_pipeline(tiny_pipeline(unet), bare)
 
 
 # --- decoding and outputs ----------------------------------------------------------------------------------
 
 
-def test_latents_are_decoded_with_the_scaling_factor():
-    vae = tiny_vae(scaling_factor=0.25)
+def test_latents_are_decoded_with_the_scaling_factor(tiny_pipeline, tiny_unet, tiny_kl):
+    vae = tiny_kl(scaling_factor=0.25)
     pipe = tiny_pipeline(tiny_unet(channels=4), vae=vae)
     latents = _pt(pipe, output_type="latent")
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_latents_are_decoded_with_the_scaling_factor():
     torch.testing.assert_close(_pt(pipe), expected)
 
 
-def test_output_types_agree():
+def test_output_types_agree(tiny_pipeline):
     pipe = tiny_pipeline()
     pt = _pt(pipe, batch_size=2)
     np_images = _pt(pipe, batch_size=2, output_type="np")
@@ -117,7 +117,7 @@ def test_output_types_agree():
         _pt(pipe, output_type="jpeg")
 
 
-def test_given_latents_are_the_initial_noise():
+def test_given_latents_are_the_initial_noise(tiny_pipeline):
     pipe = tiny_pipeline()
     noise = torch.randn(2, 3, 8, 8, generator=gen(5))
     assert torch.equal(_pt(pipe, batch_size=2, generator=gen(5)), _pt(pipe, batch_size=2, latents=noise))
@@ -125,7 +125,7 @@ def test_given_latents_are_the_initial_noise():
         _pt(pipe, latents=torch.randn(1, 3, 4, 4))
 
 
-def test_progress_bar_counts_every_step(capsys):
+def test_progress_bar_counts_every_step(capsys, tiny_pipeline):
     pipe = tiny_pipeline()
     pipe.set_progress_bar_config(disable=False)
     _pt(pipe, num_inference_steps=4)
@@ -136,10 +136,8 @@ def test_progress_bar_counts_every_step(capsys):
 
 
 @pytest.fixture(scope="module")
-def class_pipe():
-    pipe = SlimDiffusionPipeline(unet=tiny_condition_unet(), scheduler=training_scheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def class_pipe(tiny_pipeline, tiny_condition_unet):
+    return tiny_pipeline(tiny_condition_unet())
 
 
 def test_guidance_scale_one_is_the_conditional_model_alone(class_pipe):
@@ -158,7 +156,7 @@ def test_guidance_scale_one_is_the_conditional_model_alone(class_pipe):
     )
 
 
-def test_guided_output_is_one_batched_call_of_the_cfg_formula():
+def test_guided_output_is_one_batched_call_of_the_cfg_formula(tiny_condition_unet):
     unet = tiny_condition_unet()
     calls = []
     unet.register_forward_hook(lambda module, args, kwargs: calls.append(args[0].shape[0]))
@@ -172,7 +170,7 @@ def test_guided_output_is_one_batched_call_of_the_cfg_formula():
     torch.testing.assert_close(guided, e_u + 3.0 * (e_c - e_u), rtol=1e-5, atol=1e-5)
 
 
-def test_text_guidance_with_prompt_embeddings():
+def test_text_guidance_with_prompt_embeddings(tiny_pipeline, tiny_condition_unet):
     pipe = tiny_pipeline(tiny_condition_unet(classes=None))
     prompt = torch.randn(2, 5, 12, generator=gen(2))
     negative = torch.randn(1, 5, 12, generator=gen(3))
@@ -184,7 +182,7 @@ def test_text_guidance_with_prompt_embeddings():
         _pt(pipe, prompt_embeds=prompt, guidance_scale=2.0)
 
 
-def test_conditioning_mistakes_are_clear_errors(class_pipe):
+def test_conditioning_mistakes_are_clear_errors(class_pipe, tiny_pipeline):
     with pytest.raises(ValueError, match="guidance_scale needs class_labels or prompt_embeds"):
         _pt(class_pipe, guidance_scale=2.0)
     with pytest.raises(ValueError, match=r"class labels must lie in \[0, 5\]"):
@@ -199,14 +197,15 @@ def test_conditioning_mistakes_are_clear_errors(class_pipe):
 
 
 @pytest.fixture(scope="module")
-def student_teacher():
+def student_teacher(tiny_pipeline, tiny_unet):
     # The teacher is wider and not wavelet-gated: a different-size UNet on the same space.
-    return tiny_pipeline(tiny_unet(seed=1)), tiny_unet(seed=2, width=16, slim=False)
+    return tiny_pipeline(tiny_unet(seed=1)), tiny_unet(seed=2, widths=(16, 32), slim=False)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "euler"])
-def test_stitching_fraction_zero_is_the_teacher_and_one_the_student(student_teacher, sampler):
+def test_stitching_fraction_zero_is_the_teacher_and_one_the_student(student_teacher, sampler, tiny_pipeline):
     pipe, teacher = student_teacher
+    # The same two model objects on the same batch as the stitched run: bitwise on any machine.
     student_alone = _pt(pipe, sampler=sampler, num_inference_steps=4)
     teacher_alone = _pt(tiny_pipeline(teacher), sampler=sampler, num_inference_steps=4)
     assert torch.equal(
@@ -226,7 +225,7 @@ def test_stitch_plan_runs_the_student_first():
         stitch_plan("s", ("t", 1.5), 3)
 
 
-def test_stitching_refuses_multistep_samplers_and_other_spaces(student_teacher):
+def test_stitching_refuses_multistep_samplers_and_other_spaces(student_teacher, tiny_unet):
     pipe, teacher = student_teacher
     for sampler in ("dpm++", "unipc", "deis", "pndm"):
         with pytest.raises(ValueError, match=f"stitching needs .*ddpm, ddim, euler.*; {sampler}"):
@@ -235,28 +234,11 @@ def test_stitching_refuses_multistep_samplers_and_other_spaces(student_teacher):
         _pt(pipe, stitch=(tiny_unet(channels=4), 0.5))
 
 
-def test_a_diffusers_ldm_pipeline_folder_loads_with_unscaled_vq_latents(tmp_path):
-    from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
+def test_a_diffusers_ldm_pipeline_folder_loads_with_unscaled_vq_latents(tmp_path, tiny_unet, tiny_vq):
+    from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel
 
-    torch.manual_seed(0)
-    vqvae = VQModel(
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=3,
-        norm_num_groups=4,
-        num_vq_embeddings=16,
-        vq_embed_dim=3,
-        sample_size=16,
-    ).eval()
-    unet = UNet2DModel(
-        sample_size=8,
-        block_out_channels=(8, 8),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
+    vqvae = tiny_vq(levels=2)  # f2: 8×8 latents, 16×16 images
+    unet = tiny_unet(cls=UNet2DModel)
     LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler(clip_sample=False)).save_pretrained(tmp_path)
     assert vqvae.config.scaling_factor != 1.0  # diffusers' VQModel default; LDM trained unscaled
     pipe = load_pipeline(tmp_path)

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from helpers_pipeline import single_thread, tiny_condition_unet, tiny_pipeline, tiny_unet  # noqa: F401
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -12,10 +11,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, tiny_pipeline, tiny_unet, tiny_condition_unet):
     root = tmp_path_factory.mktemp("models")
     tiny_pipeline(tiny_unet(seed=1)).save_pretrained(root / "student")
-    tiny_unet(seed=2, width=16, slim=False).save_pretrained(root / "teacher")
+    tiny_unet(seed=2, widths=(16, 32), slim=False).save_pretrained(root / "teacher")
     tiny_pipeline(tiny_condition_unet()).save_pretrained(root / "classes")
     return root
 
@@ -37,7 +36,8 @@ def test_sample_writes_numbered_pngs_a_grid_and_the_config(models, tmp_path):
     assert Image.open(tmp_path / "s" / "000004.png").size == (8, 8)
     assert Image.open(tmp_path / "s" / "grid.png").size[0] > 8 * 2
     config = json.loads((tmp_path / "s" / "sample.json").read_text())
-    assert config["scheduler"] == "unipc" and config["num_images"] == 5 and config["seconds"] > 0
+    assert config["scheduler"] == "unipc" and config["num_images"] == 5
+    assert isinstance(config["seconds"], float) and config["seconds"] >= 0  # wall time: any value may occur
     assert config["noise_schedule"]["beta_schedule"] == "scaled_linear"
 
 
@@ -69,8 +69,10 @@ def test_stitching_from_the_command_line(models, tmp_path):
         ),
     }
     assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    # Each run loads the teacher folder itself: equal weights, outputs equal to rounding, so a pixel may
+    # round to the neighbouring grey level (as in test_images_do_not_depend_on_the_batch_size).
     for a, b in zip(_pngs(tmp_path / "stitch0", 2), _pngs(tmp_path / "teacher", 2), strict=True):
-        np.testing.assert_array_equal(a, b)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     config = json.loads((tmp_path / "stitch0" / "sample.json").read_text())
     assert config["stitch_fraction"] == 0.0 and config["stitch_teacher"].endswith("teacher")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_models import macs_by_kind, on_meta, output, unet_inputs
 
 from slimdiff.metrics.complexity import count_params
 from slimdiff.models.gating import WGDown, WGUp
@@ -44,7 +43,7 @@ def _deviation(ours: float, paper: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def measured() -> dict[str, tuple[int, int, int]]:
+def measured(on_meta, macs_by_kind) -> dict[str, tuple[int, int, int]]:
     """(params, conv + linear MACs, attention MACs) of every preset at batch 1."""
     out = {}
     for name, preset in PRESETS.items():
@@ -97,7 +96,7 @@ def test_slim_presets_are_their_lite_presets_with_gating():
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_every_preset_builds_with_matching_example_inputs(name):
+def test_every_preset_builds_with_matching_example_inputs(name, on_meta):
     preset = PRESETS[name]
     model, inputs = on_meta(preset, batch=3)
     assert isinstance(model, SlimUNet2DConditionModel if preset.conditional else SlimUNet2DModel)
@@ -119,12 +118,12 @@ def test_text_preset_takes_a_clip_context():
 
 
 @pytest.mark.parametrize("name", ["tiny-teacher", "tiny-lite", "tiny-sd"])
-def test_tiny_presets_run_on_cpu(name):
+def test_tiny_presets_run_on_cpu(name, unet_inputs, unet_output):
     torch.manual_seed(0)
     model = PRESETS[name].build().eval()
     inputs = unet_inputs(model)
     assert model.config.sample_size == 32 and model.config.in_channels == 3
-    eps = output(model, inputs)
+    eps = unet_output(model, inputs)
     assert eps.shape == (2, 3, 32, 32) and torch.isfinite(eps).all()
 
 
@@ -133,11 +132,11 @@ def test_tiny_sizes_are_ordered(measured):
     assert measured["tiny-sd"][1] < measured["tiny-lite"][1]
 
 
-def test_sd_f4_runs_on_cpu():
+def test_sd_f4_runs_on_cpu(unet_output):
     torch.manual_seed(0)
     model = get_preset("sd-f4").build().eval()
     inputs = get_preset("sd-f4").example_inputs(1)
-    assert output(model, inputs).shape == (1, 3, 64, 64)
+    assert unet_output(model, inputs).shape == (1, 3, 64, 64)
 
 
 def test_build_overrides_change_the_config():

@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers_metrics import power_law_field, white_noise
 
 from slimdiff.metrics.spectrum import (
     plot_spectra,
@@ -14,7 +13,7 @@ from slimdiff.metrics.spectrum import (
 )
 
 
-def test_white_noise_has_a_flat_spectrum_at_its_variance():
+def test_white_noise_has_a_flat_spectrum_at_its_variance(white_noise):
     radii, power = radial_power_spectrum(white_noise(256, sigma=0.5))
     assert radii[0] == 0 and radii[-1] == 1 and len(radii) == 17
     # 256·3 images average away the χ² scatter of each bin to a few per cent.
@@ -22,12 +21,12 @@ def test_white_noise_has_a_flat_spectrum_at_its_variance():
     assert abs(spectral_slope(radii, power)) < 0.1
 
 
-def test_power_law_field_has_slope_minus_two():
+def test_power_law_field_has_slope_minus_two(power_law_field):
     radii, power = radial_power_spectrum(power_law_field(32, exponent=2.0))
     assert spectral_slope(radii, power) == pytest.approx(-2.0, abs=0.1)
 
 
-def test_parseval_total_power_equals_mean_square():
+def test_parseval_total_power_equals_mean_square(white_noise):
     x = white_noise(8, size=16) + 0.3
     power2d = torch.fft.fft2(x, norm="ortho").abs().square().mean(dim=(0, 1))
     assert power2d.sum().item() == pytest.approx(x.square().mean(dim=(0, 1)).sum().item())
@@ -55,14 +54,14 @@ def test_radial_average_matches_a_numpy_loop():
         np.testing.assert_allclose(profile[:, k].numpy(), power2d.numpy()[:, bins == k].mean(axis=1))
 
 
-def test_spectrum_error_of_a_scaled_set_is_log_of_the_power_ratio():
+def test_spectrum_error_of_a_scaled_set_is_log_of_the_power_ratio(white_noise):
     x = white_noise(16)
     err = spectrum_error(x, 0.5 * x)
     assert err["low"] == pytest.approx(math.log10(4)) and err["high"] == pytest.approx(math.log10(4))
     assert spectrum_error(x, x) == {"low": 0.0, "high": 0.0}
 
 
-def test_spectrum_error_separates_low_and_high_bands():
+def test_spectrum_error_separates_low_and_high_bands(white_noise):
     from slimdiff.analysis.blur import gaussian_blur
 
     x = white_noise(32).float()
@@ -79,6 +78,6 @@ def test_spectrum_error_rejects_bad_input():
         radial_power_spectrum(torch.zeros(3, 8, 8))
 
 
-def test_plot_spectra_writes_a_png(tmp_path):
+def test_plot_spectra_writes_a_png(tmp_path, white_noise, power_law_field):
     path = plot_spectra({"white": white_noise(4), "1/f²": power_law_field(4, size=32)}, tmp_path / "s.png")
     assert path.read_bytes()[:4] == b"\x89PNG"

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from helpers_metrics import power_law_field, white_noise
 
 from slimdiff.analysis.blur import gaussian_blur
 from slimdiff.metrics.swd import _downsample, _upsample, laplacian_pyramid, sliced_wasserstein, swd
@@ -31,20 +30,20 @@ def test_sliced_wasserstein_of_shifted_points_is_the_mean_projected_shift():
     assert value == pytest.approx(expected, rel=0.03)
 
 
-def test_swd_of_a_set_with_itself_is_zero_and_levels_are_named():
+def test_swd_of_a_set_with_itself_is_zero_and_levels_are_named(power_law_field):
     x = power_law_field(16, size=32).float()
     result = swd(x, x)
     assert set(result) == {"32x32", "16x16", "mean"}
     assert all(v == 0.0 for v in result.values())
 
 
-def test_swd_between_two_samples_of_one_distribution_is_small_against_blur():
+def test_swd_between_two_samples_of_one_distribution_is_small_against_blur(power_law_field):
     x = power_law_field(64, size=32, exponent=1.0).float()
     floor = swd(x[:32], x[32:])["mean"]
     assert floor < 0.5 * swd(x[:32], gaussian_blur(x[32:], 1.0))["mean"]
 
 
-def test_swd_grows_monotonically_with_blur():
+def test_swd_grows_monotonically_with_blur(power_law_field):
     x = power_law_field(16, size=32, exponent=1.0).float()
     finest = [
         swd(x, gaussian_blur(x, s2), patches_per_image=32, directions=128)["32x32"]
@@ -53,13 +52,13 @@ def test_swd_grows_monotonically_with_blur():
     assert all(a < b for a, b in zip(finest, finest[1:], strict=False)), finest
 
 
-def test_swd_blur_hits_the_finest_level_hardest():
+def test_swd_blur_hits_the_finest_level_hardest(white_noise):
     x = white_noise(16).float()
     result = swd(x, gaussian_blur(x, 1.0), patches_per_image=64)
     assert result["32x32"] > result["16x16"]
 
 
-def test_swd_handles_unequal_set_sizes_and_bad_input():
+def test_swd_handles_unequal_set_sizes_and_bad_input(white_noise):
     x = white_noise(20).float()
     assert swd(x, x[:10])["mean"] > 0
     with pytest.raises(ValueError, match="differ in shape"):

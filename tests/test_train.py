@@ -9,7 +9,6 @@ import signal
 import pytest
 import torch
 import yaml
-from helpers_train import MICRO_MODEL, make_image_folder, micro_config, one_thread, tiny_vq
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -23,12 +22,6 @@ from slimdiff.sampling.schedule import NOISE_SCHEDULE
 from slimdiff.training.checkpoint import candidates, list_checkpoints
 from slimdiff.training.loop import train
 from slimdiff.training.objectives import EpsilonObjective, Objective
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 class ScaledObjective(Objective):
@@ -54,7 +47,7 @@ class ScaledObjective(Objective):
         return loss, {**terms, "w": self.w.detach()}
 
 
-def test_run_folder_layout_schedule_and_model(tmp_path):
+def test_run_folder_layout_schedule_and_model(tmp_path, micro_config):
     run = tmp_path / "run"
     mapping = micro_config(
         run,
@@ -87,8 +80,8 @@ def test_run_folder_layout_schedule_and_model(tmp_path):
     assert images.shape == (1, 3, 16, 16)
 
 
-def test_bad_images_are_skipped_and_counted_or_fail_under_strict(tmp_path):
-    folder = make_image_folder(tmp_path / "imgs")
+def test_bad_images_are_skipped_and_counted_or_fail_under_strict(tmp_path, image_folder, micro_config):
+    folder = image_folder()
     run = tmp_path / "run"
     mapping = micro_config(run, steps=1, every=1, data={"source": str(folder), "length": None})
     with pytest.warns(UserWarning, match="skipping unreadable image"):
@@ -107,9 +100,10 @@ def test_bad_images_are_skipped_and_counted_or_fail_under_strict(tmp_path):
     assert not (tmp_path / "strict" / "config.yaml").exists()
 
 
-def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path):
+def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path, micro_config):
     run = tmp_path / "run"
-    config = from_dict(Config, micro_config(run, steps=4, every=100))
+    mapping = micro_config(run, steps=4, every=100)
+    config = from_dict(Config, mapping)
     first = ScaledObjective(signal_at=2)
     with pytest.raises(TrainingStopped, match="SIGTERM at step 2") as stopped:
         train(config, make_objective=lambda unet: first, progress=False)
@@ -128,13 +122,14 @@ def test_sigterm_checkpoints_exits_and_resume_restores_objective(tmp_path):
     assert (run / "model" / "unet").is_dir()
     with pytest.raises(TrainingError, match="trains"):
         train(config, resume="latest", progress=False)  # ε objective cannot take w
-    for change in ({"model": "tiny-sd"}, {"model_overrides": {**MICRO_MODEL, "block_out_channels": [8, 8]}}):
-        other = from_dict(Config, {**micro_config(run, steps=4, every=100), **change})
+    narrower = {**mapping["model_overrides"], "block_out_channels": [8, 8]}
+    for change in ({"model": "tiny-sd"}, {"model_overrides": narrower}):
+        other = from_dict(Config, {**mapping, **change})
         with pytest.raises(TrainingError, match="does not fit this run"):
             train(other, make_objective=lambda unet: ScaledObjective(), resume="latest", progress=False)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, micro_config):
     run = tmp_path / "run"
     config = from_dict(Config, micro_config(run, steps=4, every=2))
     with pytest.raises(
@@ -170,7 +165,7 @@ def test_step_sampler_covers_each_epoch_once_across_processes():
     assert next(resumed) == [next(fresh) for _ in range(4)][-1]
 
 
-def test_latent_space_run_with_cache_exports_vae(tmp_path):
+def test_latent_space_run_with_cache_exports_vae(tmp_path, micro_config, tiny_vq, tiny_kl):
     tiny_vq().save_pretrained(tmp_path / "vq")
     run = tmp_path / "run"
     mapping = micro_config(
@@ -187,14 +182,11 @@ def test_latent_space_run_with_cache_exports_vae(tmp_path):
     pipe = SlimDiffusionPipeline.from_pretrained(str(run / "model"))
     assert pipe.unet.config.sample_size == 8 and pipe.vae.config.scaling_factor == 0.7
     assert pipe(batch_size=1, num_inference_steps=1, output_type="pt").images.shape == (1, 3, 32, 32)
+    tiny_kl().save_pretrained(tmp_path / "kl")
+    bad = micro_config(
+        tmp_path / "bad", data={"size": 32}, autoencoder={"kind": "kl", "source": str(tmp_path / "kl")}
+    )
     with pytest.raises(ConfigError, match="set model_overrides: {in_channels: 4, out_channels: 4}"):
-        tiny_kl_dir = tmp_path / "kl"
-        from helpers_train import tiny_kl
-
-        tiny_kl().save_pretrained(tiny_kl_dir)
-        bad = micro_config(
-            tmp_path / "bad", data={"size": 32}, autoencoder={"kind": "kl", "source": str(tiny_kl_dir)}
-        )
         train(from_dict(Config, bad), progress=False)
 
 
@@ -208,7 +200,7 @@ class RecordingObjective(EpsilonObjective):
         return super().forward(unet, x0, x_t, t, noise)
 
 
-def test_noising_matches_diffusers_add_noise(tmp_path):
+def test_noising_matches_diffusers_add_noise(tmp_path, micro_config):
     from slimdiff.sampling.schedule import training_scheduler
 
     recorder = RecordingObjective()

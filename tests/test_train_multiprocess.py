@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers_train import micro_config
 
 from slimdiff.models.loading import load_unet
 
 
-def test_accelerate_launch_two_cpu_processes(tmp_path):
+def test_accelerate_launch_two_cpu_processes(tmp_path, micro_config):
     run = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(micro_config(run, steps=2, every=2)))
