@@ -13,9 +13,10 @@ LAYERS = [
     {"errors", "wavelets", "reporting"},
     {"data"},
     {"models"},
-    {"__init__"},  # the package root re-exports the models
     {"config"},
     {"sampling"},
+    # the package root re-exports the models and the pipeline, and registers them with diffusers on import
+    {"__init__"},
     {"training"},
     {"metrics"},
     {"analysis"},

@@ -4,7 +4,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from slimdiff.sampling.schedule import training_scheduler
-from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
+from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, check_scheduler, clip_prediction, get_sampler
 
 TRAINING = dict(training_scheduler().config)
 
@@ -55,12 +55,13 @@ def test_unknown_sampler_lists_the_valid_names(pipe):
         pipe(num_inference_steps=2, sampler="heun")
 
 
-def test_none_means_the_stored_scheduler_class():
-    from diffusers import LMSDiscreteScheduler
+def test_a_scheduler_is_accepted_when_it_samples_the_ddpm_schedule():
+    # sampler=None samples with the pipeline's own scheduler as set (tests/test_diffusers_schedulers.py: all of them)
+    from diffusers import EDMEulerScheduler, LMSDiscreteScheduler
 
-    assert get_sampler(None, training_scheduler()).name == "ddpm"
-    with pytest.raises(ValueError, match="LMSDiscreteScheduler is not one slimdiff samples with"):
-        get_sampler(None, LMSDiscreteScheduler.from_config(TRAINING))
+    check_scheduler(LMSDiscreteScheduler.from_config(TRAINING))
+    with pytest.raises(ValueError, match="EDMEulerScheduler has no ᾱ noise schedule"):
+        check_scheduler(EDMEulerScheduler.from_config(TRAINING))
 
 
 def test_dpmpp_is_the_multistep_dpm_solver_plus_plus():

@@ -10,7 +10,10 @@ from __future__ import annotations
 import inspect
 
 import torch
-from diffusers import UNet2DConditionModel, UNet2DModel
+
+# ModelMixin is looked up in this module by diffusers' component loader, which reads the base classes it knows from
+# the module a model_index.json entry names: folders saved by slimdiff 0.1 list ["slimdiff.models.unet", …].
+from diffusers import ModelMixin, UNet2DConditionModel, UNet2DModel  # noqa: F401
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
@@ -120,7 +123,17 @@ def _extend_signature(init, parent: type, fields: dict) -> None:
     init.__signature__ = base.replace(parameters=[*base.parameters.values(), *extra])
 
 
-class SlimUNet2DModel(UNet2DModel):
+class _GatedOnlyWhenConfigured:
+    """A config that does not mention `wavelet_gating` — a plain diffusers UNet's — loads plain: gating comes only
+    from a config that asks for it. (Built in code, the classes keep their default, gating on.)"""
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        kwargs.setdefault("wavelet_gating", bool(config_dict.get("wavelet_gating", False)))
+        return super().extract_init_dict(config_dict, **kwargs)
+
+
+class SlimUNet2DModel(_GatedOnlyWhenConfigured, UNet2DModel):
     """`UNet2DModel` with optional wavelet-gated down/up-sampling (unconditional or class-embedding)."""
 
     def __init__(
@@ -140,7 +153,7 @@ class SlimUNet2DModel(UNet2DModel):
     __init__ = register_to_config(__init__)
 
 
-class SlimUNet2DConditionModel(UNet2DConditionModel):
+class SlimUNet2DConditionModel(_GatedOnlyWhenConfigured, UNet2DConditionModel):
     """`UNet2DConditionModel` with optional wavelet gating.
 
     With `num_context_classes = K` it also owns a (K + 1) × cross_attention_dim class table whose rows are

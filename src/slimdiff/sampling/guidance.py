@@ -1,8 +1,9 @@
-"""One denoiser step and classifier-free guidance: ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅), both branches in one batched call."""
+"""One denoiser step, the conditioning of a pipeline call, and classifier-free guidance: ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅),
+both branches in one batched call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,3 +30,69 @@ def guided_output(
     both = {k: torch.cat([unconditioning[k], conditioning[k]]) for k in conditioning}
     uncond, cond = denoiser_output(model, torch.cat([x, x]), t, both).chunk(2)
     return uncond + guidance_scale * (cond - uncond)
+
+
+def conditioning(
+    config,
+    batch_size: int,
+    class_labels: int | Sequence[int] | torch.Tensor | None,
+    prompt_embeds: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor | None,
+    guidance_scale: float | None,
+    per_prompt: int = 1,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[int, dict, dict | None]:
+    """(batch size, conditional kwargs, unconditional kwargs or None without guidance) for a UNet with `config`.
+
+    Every condition row (a class label, a prompt embedding, or each of `batch_size` unconditional samples) gives
+    `per_prompt` images, one after another (diffusers' `num_images_per_prompt`). Embeddings follow the UNet's
+    `device` and `dtype`, labels its device."""
+    if per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be at least 1, got {per_prompt}")
+    n, cond, uncond = _rows(
+        config, batch_size, class_labels, prompt_embeds, negative_prompt_embeds, guidance_scale
+    )
+
+    def place(kwargs: dict | None) -> dict | None:
+        if kwargs is None:
+            return None
+        moved = {k: v.to(device, dtype if v.is_floating_point() else v.dtype) for k, v in kwargs.items()}
+        return {k: v.repeat_interleave(per_prompt, dim=0) for k, v in moved.items()}
+
+    return n * per_prompt, place(cond), place(uncond)
+
+
+def _rows(config, batch_size, class_labels, prompt_embeds, negative_prompt_embeds, guidance_scale):
+    if class_labels is not None and prompt_embeds is not None:
+        raise ValueError("pass class_labels or prompt_embeds, not both")
+    if class_labels is None and prompt_embeds is None:
+        if guidance_scale is not None:
+            raise ValueError("guidance_scale needs class_labels or prompt_embeds to guide towards")
+        return batch_size, {}, None
+    if prompt_embeds is not None:
+        if guidance_scale is None:
+            return prompt_embeds.shape[0], {"encoder_hidden_states": prompt_embeds}, None
+        if negative_prompt_embeds is None:
+            raise ValueError("classifier-free guidance with prompt_embeds needs negative_prompt_embeds")
+        negative = negative_prompt_embeds.expand(prompt_embeds.shape[0], -1, -1)
+        return (
+            prompt_embeds.shape[0],
+            {"encoder_hidden_states": prompt_embeds},
+            {"encoder_hidden_states": negative},
+        )
+    null_label = getattr(config, "num_context_classes", None)
+    # A class-context table has K + 1 rows; the last one, label K, is "no class".
+    classes = null_label + 1 if null_label else getattr(config, "num_class_embeds", None)
+    if classes is None:
+        raise ValueError("class_labels given, but this model is not class-conditional")
+    labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"class labels must lie in [0, {classes - 1}], got {labels.tolist()}")
+    if labels.numel() == 1:
+        labels = labels.expand(batch_size)
+    if guidance_scale is None:
+        return labels.numel(), {"class_labels": labels}, None
+    if null_label is None:
+        raise ValueError("classifier-free guidance on class labels needs a model with num_context_classes")
+    return labels.numel(), {"class_labels": labels}, {"class_labels": torch.full_like(labels, null_label)}

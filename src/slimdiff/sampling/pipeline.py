@@ -5,6 +5,11 @@ One UNet step per solver step; the conditional and unconditional branches of cla
 in one batched call, ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅). Stitching runs the slim model for the first fraction of the
 steps and a teacher for the rest: the coarse structure is laid down early in the reverse process and the
 detail late, so the slim model draws the layout and the teacher finishes the high frequencies.
+
+It behaves as a diffusers pipeline: once slimdiff is imported, `DiffusionPipeline.from_pretrained` returns it for
+its folders and hub ids (see `sampling/folders.py`), it takes diffusers' loading keywords, follows the UNet's
+dtype and device, samples with whatever scheduler it holds (`pipe.scheduler = …`) or a named preset, and offers
+`num_images_per_prompt`, `callback_on_step_end` and `from_pipe`.
 """
 
 from __future__ import annotations
@@ -13,18 +18,35 @@ import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
-import diffusers
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    ImagePipelineOutput,
+    SchedulerMixin,
+    UNet2DConditionModel,
+    UNet2DModel,
+    VQModel,
+)
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 
-from slimdiff.errors import ModelError
-from slimdiff.models.autoencoders import CLASS_KINDS, load_autoencoder
 from slimdiff.models.inputs import sample_hw
 from slimdiff.models.loading import load_unet
-from slimdiff.sampling.guidance import Denoiser, denoiser_output, guided_output
+from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
+from slimdiff.sampling.folders import diffusers_entry, download, foreign_components, no_loading_bar
+from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
 from slimdiff.sampling.schedule import training_scheduler
-from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, clip_prediction, get_sampler
+from slimdiff.sampling.solvers import (
+    alpha_bar_at,
+    build_scheduler,
+    clip_prediction,
+    get_sampler,
+    is_bare_noise_schedule,
+    keeps_model_outputs,
+    sampling_copy,
+    sampling_defaults,
+)
 from slimdiff.sampling.stitching import stitch_plan
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -38,88 +60,65 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     """UNet + scheduler (+ optional autoencoder) → images.
 
     `save_pretrained(folder)` writes the diffusers layout (model_index.json, unet/, scheduler/, vae/), which
-    `SlimDiffusionPipeline.from_pretrained(folder)` (or `load_pipeline`) loads back.
+    `SlimDiffusionPipeline.from_pretrained(folder)`, `load_pipeline` or — after `import slimdiff` — plain
+    `DiffusionPipeline.from_pretrained(folder)` load back.
+
+    A scheduler is used as it is set, with one exception: a DDPMScheduler left at diffusers' sampling defaults
+    (leading spacing, clip_sample on — what `training_scheduler()` builds and slimdiff 0.1 saved as "the noise
+    schedule") is taken as the noise schedule only and replaced by `sampling_defaults` (trailing spacing, x0
+    clipped in pixel space), the settings slimdiff samples with, which `save_pretrained` then writes.
     """
 
     model_cpu_offload_seq = "unet->vae"
     _optional_components = ["vae"]
+    _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet, scheduler: SchedulerMixin, vae=None):
+    def __init__(
+        self,
+        unet: SlimUNet2DModel | SlimUNet2DConditionModel | UNet2DModel | UNet2DConditionModel,
+        scheduler: SchedulerMixin,
+        vae: VQModel | AutoencoderKL | None = None,
+    ):
         super().__init__()
+        if is_bare_noise_schedule(scheduler):
+            scheduler = sampling_defaults(scheduler.config, pixel_space=vae is None)
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
+        self._interrupt, self._num_timesteps = False, 0
+
+    def register_to_config(self, **kwargs):
+        # components whose class slimdiff registered with diffusers are recorded as ["diffusers", class]
+        super().register_to_config(**{k: diffusers_entry(v) for k, v in kwargs.items()})
 
     @classmethod
-    def from_pretrained(cls, source: str | Path) -> SlimDiffusionPipeline:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> SlimDiffusionPipeline:
         """Load a folder written by `save_pretrained`, or any diffusers pipeline folder (or hub id) with a
         UNet, a scheduler and optionally an autoencoder (`vae/` or `vqvae/`, e.g. an `LDMPipeline`).
 
-        Components are loaded here rather than by diffusers, which resolves a component's class only from the
-        libraries it knows; the UNet goes through `load_unet`, the scheduler and autoencoder must be diffusers
-        classes (nothing else named in model_index.json is imported).
+        Takes diffusers' keywords (dtype / torch_dtype, variant, device_map, local_files_only, revision, token,
+        cache_dir, …). Weights load from safetensors only unless `use_safetensors=False` is passed (a pickled
+        .bin can run code). Hub ids go through `DiffusionPipeline.download`.
         """
-        folder = Path(source) if Path(source).is_dir() else Path(cls.download(str(source)))
+        kwargs.setdefault("use_safetensors", True)
+        source = str(pretrained_model_name_or_path)
+        folder = Path(source if Path(source).is_dir() else download(cls, source, kwargs))
         index = cls.load_config(str(folder))
-        vae_name = "vqvae" if "vqvae" in index else "vae"
-        vae_class = (index.get(vae_name) or (None, None))[1]
-        if vae_class is None:
-            vae = None
-        elif index.get("_class_name") == cls.__name__:
-            vae = _diffusers_component(folder, index, vae_name)
-        elif vae_class in CLASS_KINDS:
-            # A foreign pipeline's autoencoder config may not hold the scale its UNet was trained with
-            # (LDM trains on unscaled VQ latents); load_autoencoder knows the conventions and records it.
-            vae = load_autoencoder(CLASS_KINDS[vae_class], str(folder / vae_name)).model
-        else:
-            raise ModelError(f"{folder}: autoencoder {vae_class} is not one of {', '.join(CLASS_KINDS)}")
-        return cls(
-            unet=load_unet(folder / "unet"),
-            scheduler=_diffusers_component(folder, index, "scheduler"),
-            vae=vae,
-        )
+        with no_loading_bar():
+            if index.get("_class_name") == cls.__name__:
+                pipe = super().from_pretrained(str(folder), **kwargs)
+            else:
+                pipe = cls(**foreign_components(folder, index, kwargs))
+        pipe.register_to_config(_name_or_path=source)
+        return pipe
 
-    def _conditioning(
-        self,
-        batch_size: int,
-        class_labels: int | Sequence[int] | torch.Tensor | None,
-        prompt_embeds: torch.Tensor | None,
-        negative_prompt_embeds: torch.Tensor | None,
-        guidance_scale: float | None,
-    ) -> tuple[int, dict, dict | None]:
-        """(batch size, conditional kwargs, unconditional kwargs or None without guidance)."""
-        if class_labels is not None and prompt_embeds is not None:
-            raise ValueError("pass class_labels or prompt_embeds, not both")
-        if class_labels is None and prompt_embeds is None:
-            if guidance_scale is not None:
-                raise ValueError("guidance_scale needs class_labels or prompt_embeds to guide towards")
-            return batch_size, {}, None
-        if prompt_embeds is not None:
-            if guidance_scale is None:
-                return prompt_embeds.shape[0], {"encoder_hidden_states": prompt_embeds}, None
-            if negative_prompt_embeds is None:
-                raise ValueError("classifier-free guidance with prompt_embeds needs negative_prompt_embeds")
-            negative = negative_prompt_embeds.expand(prompt_embeds.shape[0], -1, -1)
-            return (
-                prompt_embeds.shape[0],
-                {"encoder_hidden_states": prompt_embeds},
-                {"encoder_hidden_states": negative},
-            )
-        null_label = getattr(self.unet.config, "num_context_classes", None)
-        # A class-context table has K + 1 rows; the last one, label K, is "no class".
-        classes = null_label + 1 if null_label else getattr(self.unet.config, "num_class_embeds", None)
-        if classes is None:
-            raise ValueError("class_labels given, but this model is not class-conditional")
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-        if labels.min() < 0 or labels.max() >= classes:
-            raise ValueError(f"class labels must lie in [0, {classes - 1}], got {labels.tolist()}")
-        if labels.numel() == 1:
-            labels = labels.expand(batch_size)
-        if guidance_scale is None:
-            return labels.numel(), {"class_labels": labels}, None
-        if null_label is None:
-            raise ValueError(
-                "classifier-free guidance on class labels needs a model with num_context_classes"
-            )
-        return labels.numel(), {"class_labels": labels}, {"class_labels": torch.full_like(labels, null_label)}
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` in a step-end callback to stop after that step (as in diffusers)."""
+        return self._interrupt
+
+    @property
+    def num_timesteps(self) -> int:
+        """Solver steps (model calls) of the current or last call."""
+        return self._num_timesteps
 
     @torch.no_grad()
     def __call__(
@@ -127,79 +126,113 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         batch_size: int = 1,
         num_inference_steps: int = 50,
         sampler: str | None = None,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         class_labels: int | Sequence[int] | torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
         stitch: tuple[Denoiser, float] | None = None,
         clip_x0: bool | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> ImagePipelineOutput | tuple:
         """Sample images.
 
-        sampler: a name from `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler), built
-            from the stored scheduler's noise schedule; None uses the stored scheduler's class.
-        eta: DDIM's η (0 deterministic). latents: the initial noise (else drawn with `generator`).
+        sampler: None samples with `self.scheduler` exactly as set (any diffusers scheduler that runs on the model's
+            DDPM noise schedule; others are refused with the reason), or a preset name from
+            `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler) built from the stored
+            scheduler's noise schedule.
+        eta: DDIM's η, passed to any scheduler whose step takes `eta` (None: the scheduler's own default).
+        latents: the initial noise (else drawn with `generator`); cast to the UNet's dtype and device.
         class_labels / prompt_embeds (+ negative_prompt_embeds): conditioning; guidance_scale w turns on
             classifier-free guidance (w = 1 is the conditional model, w = 0 the unconditional one).
+        num_images_per_prompt: images per class label / prompt embedding (unconditional: per batch_size sample).
         stitch: (teacher, fraction) — this pipeline's UNet for the first `fraction` of the steps, the teacher
-            after; needs a single-step sampler (ddpm, ddim, euler).
-        clip_x0: clip the x0 estimate to [-1, 1]; default on in pixel space (no vae), off in latent space.
+            after; needs a solver that keeps no earlier model outputs (ddpm, ddim, euler, …).
+        clip_x0: clip the x0 estimate to [-1, 1]. Default: for a named sampler on in pixel space (no vae) and off in
+            latent space; for `self.scheduler` off (its own clip_sample / thresholding decide).
         output_type: "pil", "np" (B, H, W, C) in [0, 1], "pt" (B, C, H, W) in [0, 1], or "latent".
+        callback_on_step_end: `f(pipe, step, timestep, {"latents": x}) -> dict` after every step (or a diffusers
+            `PipelineCallback`); a returned "latents" replaces the current ones.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        kind = get_sampler(sampler, self.scheduler)
-        scheduler = build_scheduler(kind, dict(self.scheduler.config))
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"callback tensor inputs {sorted(unknown)} unknown; valid: {self._callback_tensor_inputs}"
+            )
+        if sampler is None:
+            scheduler = sampling_copy(self.scheduler)
+        else:
+            scheduler = build_scheduler(get_sampler(sampler), dict(self.scheduler.config))
         if stitch is not None:
-            if kind.keeps_model_outputs:
-                single = [s.name for s in SAMPLERS.values() if not s.keeps_model_outputs]
-                raise ValueError(
-                    f"stitching needs a sampler that keeps no previous model outputs ({', '.join(single)}); "
-                    f"{kind.name} would mix the two models' outputs in one update"
-                )
-            if _channels(stitch[0]) != _channels(self.unet):
-                raise ValueError(
-                    f"stitch teacher maps {_channels(stitch[0])} channels but the model {_channels(self.unet)}; "
-                    "both must work on the same (latent) space"
-                )
-        batch_size, conditioning, unconditioning = self._conditioning(
-            batch_size, class_labels, prompt_embeds, negative_prompt_embeds, guidance_scale
+            _check_stitch(stitch, self.unet, scheduler, sampler or type(scheduler).__name__)
+        device, dtype = self._execution_device, getattr(self.unet, "dtype", torch.float32)
+        batch_size, cond, uncond = conditioning(
+            self.unet.config,
+            batch_size,
+            class_labels,
+            prompt_embeds,
+            negative_prompt_embeds,
+            guidance_scale,
+            num_images_per_prompt,
+            device,
+            dtype,
         )
         shape = (batch_size, self.unet.config.in_channels, *sample_hw(self.unet.config))
         if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        clip = self.vae is None if clip_x0 is None else clip_x0
+        if clip_x0 is None:
+            clip_x0 = sampler is not None and self.vae is None
         prediction_type = scheduler.config.prediction_type
 
-        scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = inspect.signature(scheduler.step).parameters
-        extra = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in step_kwargs}
+        extra = {
+            k: v
+            for k, v in {"eta": eta, "generator": generator}.items()
+            if k in step_kwargs and v is not None
+        }
         models = stitch_plan(self.unet, stitch, len(scheduler.timesteps))
-        x = latents * scheduler.init_noise_sigma
+        self._interrupt, self._num_timesteps = False, len(scheduler.timesteps)
+        x = latents.to(device, dtype) * scheduler.init_noise_sigma
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
+            if self.interrupt:
+                break
             x_in = scheduler.scale_model_input(x, t)
-            if unconditioning is None:
-                out = denoiser_output(models[i], x_in, t, conditioning)
+            if uncond is None:
+                out = denoiser_output(models[i], x_in, t, cond)
             else:
-                out = guided_output(models[i], x_in, t, conditioning, unconditioning, guidance_scale)
-            if clip:
-                out = clip_prediction(out, x_in, scheduler.alphas_cumprod[int(t)].to(x_in), prediction_type)
+                out = guided_output(models[i], x_in, t, cond, uncond, guidance_scale)
+            out = out.to(x.dtype)
+            if clip_x0:
+                out = clip_prediction(out, x_in, alpha_bar_at(scheduler, t).to(x_in), prediction_type)
             x = scheduler.step(out, t, x, **extra).prev_sample
+            if callback_on_step_end is not None:
+                tensors = {"latents": x}
+                outputs = callback_on_step_end(
+                    self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                )
+                x = outputs.pop("latents", x)
 
         images = x if output_type == "latent" else self.decode(x) / 2 + 0.5
         if output_type in ("np", "pil"):
             images = images.permute(0, 2, 3, 1).float().cpu().numpy()
         if output_type == "pil":
             images = self.numpy_to_pil(images)
+        self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -207,31 +240,38 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         (`__call__` returns them in [0, 1], as diffusers pipelines do.)"""
         x = latents
         if self.vae is not None:
-            x = self.vae.decode(latents / getattr(self.vae.config, "scaling_factor", 1.0)).sample
+            scale = getattr(self.vae.config, "scaling_factor", 1.0)
+            x = self.vae.decode(latents.to(getattr(self.vae, "dtype", latents.dtype)) / scale).sample
         return x.clamp(-1, 1)
 
 
-def _diffusers_component(folder: Path, index: dict, name: str):
-    library, class_name = index.get(name) or (None, None)
-    if library != "diffusers" or not hasattr(diffusers, str(class_name)):
-        raise ModelError(f"{folder}: component {name} is {library}.{class_name}, not a diffusers class")
-    cls = getattr(diffusers, class_name)
-    # models load from safetensors only (a pickled .bin could run code); schedulers are JSON
-    safe = {"use_safetensors": True} if issubclass(cls, diffusers.ModelMixin) else {}
-    return cls.from_pretrained(folder / name, **safe)
+def _check_stitch(
+    stitch: tuple[Denoiser, float], unet: Denoiser, scheduler: SchedulerMixin, name: str
+) -> None:
+    if keeps_model_outputs(scheduler):
+        raise ValueError(
+            "stitching needs a solver that keeps no earlier model outputs (ddpm, ddim, euler, euler-ancestral, "
+            f"LCM, TCD); {name} would mix the two models' outputs in one update"
+        )
+    if _channels(stitch[0]) != _channels(unet):
+        raise ValueError(
+            f"stitch teacher maps {_channels(stitch[0])} channels but the model {_channels(unet)}; "
+            "both must work on the same (latent) space"
+        )
 
 
-def load_pipeline(source: str | Path) -> SlimDiffusionPipeline:
+def load_pipeline(source: str | Path, **kwargs) -> SlimDiffusionPipeline:
     """The pipeline in `source`: a pipeline folder (slimdiff's or diffusers', see `from_pretrained`), a slimdiff
-    run folder (its `model/`), or a bare UNet folder, which gets the training scheduler (sampling/schedule.py) and no
-    autoencoder. A hub id is loaded as a pipeline repository, else as a bare UNet."""
+    run folder (its `model/`), or a bare UNet folder, which gets the training noise schedule (sampling/schedule.py)
+    with slimdiff's sampling settings and no autoencoder. A hub id is loaded as a pipeline repository, else as a
+    bare UNet. `kwargs` (diffusers' loading keywords) go to `from_pretrained`."""
     path = Path(source)
     for folder in (path, path / "model"):
         if (folder / "model_index.json").is_file():
-            return SlimDiffusionPipeline.from_pretrained(folder)
+            return SlimDiffusionPipeline.from_pretrained(folder, **kwargs)
     if not path.exists() and str(source).count("/") == 1:
         try:
-            return SlimDiffusionPipeline.from_pretrained(str(source))
+            return SlimDiffusionPipeline.from_pretrained(str(source), **kwargs)
         except OSError:
             pass  # not a pipeline repository (or offline): try it as a bare UNet
     return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())

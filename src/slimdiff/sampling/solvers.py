@@ -1,10 +1,15 @@
-"""Samplers by name: diffusers schedulers built from the training noise schedule stored with a model.
+"""Samplers: diffusers schedulers, either a preset by name or the scheduler a pipeline holds, used as set.
 
-Every sampler shares the stored ᾱ schedule (β range, β ramp, prediction type) and differs only in the
-solver. All use "trailing" timestep spacing, so the first step starts from the last training step
-(t = 999, pure noise) whatever the step count, and every timestep is an integer. The schedulers' own
-clipping is switched off: the pipeline clips the x0 estimate itself, the same way for every solver
-(`clip_prediction`), and only in pixel space.
+A named sampler (`SAMPLERS`) is built from the noise schedule stored with a model (β range, β ramp, prediction
+type) and differs from the others only in the solver. All presets use "trailing" timestep spacing, so the first
+step starts from the last training step (t = 999, pure noise) whatever the step count, and every timestep is an
+integer. Their own clipping is switched off: the pipeline clips the x0 estimate itself, the same way for every
+preset (`clip_prediction`), and only in pixel space.
+
+Without a name the pipeline samples with its own scheduler exactly as configured (`sampling_copy`): any
+diffusers scheduler that runs the standard loop on the model's ᾱ schedule, checked by `check_scheduler`, which
+refuses the others with the reason. `sampling_defaults` is the scheduler slimdiff saves with a model: the
+training schedule with the settings slimdiff samples with, so that plain diffusers clients reproduce its images.
 """
 
 from __future__ import annotations
@@ -61,16 +66,8 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 
-def get_sampler(name: str | None, stored: SchedulerMixin | None = None) -> Sampler:
-    """The sampler called `name`; None means the kind of the `stored` scheduler."""
-    if name is None:
-        for sampler in SAMPLERS.values():
-            if type(stored) is sampler.scheduler_class:
-                return sampler
-        raise ValueError(
-            f"stored scheduler {type(stored).__name__} is not one slimdiff samples with; "
-            f"pick one of {', '.join(SAMPLERS)}"
-        )
+def get_sampler(name: str) -> Sampler:
+    """The preset called `name`."""
     try:
         return SAMPLERS[name]
     except KeyError:
@@ -83,6 +80,92 @@ def build_scheduler(sampler: Sampler, config: dict) -> SchedulerMixin:
     accepted = inspect.signature(cls.__init__).parameters
     overrides = {k: v for k, v in {**SHARED_OVERRIDES, **sampler.overrides}.items() if k in accepted}
     return cls.from_config(config, **overrides)
+
+
+def sampling_defaults(config: dict, pixel_space: bool) -> DDPMScheduler:
+    """The scheduler slimdiff keeps (and saves) with a model: DDPM on the noise schedule in `config`, with the
+    settings slimdiff samples with — trailing spacing and, in pixel space only, the x0 estimate clipped to [-1, 1].
+    The clip is written as dynamic thresholding with a maximum of 1 (exactly a clip to [-1, 1]), which, unlike
+    clip_sample, carries over to DDIM, DPM-Solver, UniPC, DEIS and SA-Solver built from this config."""
+    return DDPMScheduler.from_config(
+        config, timestep_spacing="trailing", clip_sample=False, thresholding=pixel_space, sample_max_value=1.0
+    )
+
+
+def is_bare_noise_schedule(scheduler: SchedulerMixin) -> bool:
+    """A DDPMScheduler left at diffusers' sampling defaults (leading spacing, clip_sample on, no thresholding):
+    what `training_scheduler()` builds and what slimdiff 0.1 saved to carry only the noise schedule."""
+    c = scheduler.config
+    return (
+        type(scheduler) is DDPMScheduler
+        and c.timestep_spacing == "leading"
+        and c.clip_sample
+        and c.clip_sample_range == 1.0
+        and not c.thresholding
+    )
+
+
+def check_scheduler(scheduler: SchedulerMixin) -> None:
+    """Raise ValueError, with the reason, unless `scheduler` can sample a model trained on a DDPM noise schedule
+    with the standard loop (set_timesteps, scale_model_input, model, step)."""
+    name = type(scheduler).__name__
+    why = None
+    step = getattr(scheduler, "step", None)
+    if "Inverse" in name:
+        why = "runs from an image to noise (inversion); it does not draw samples"
+    elif not torch.is_tensor(getattr(scheduler, "alphas_cumprod", None)) or not hasattr(
+        scheduler, "init_noise_sigma"
+    ):
+        why = "has no ᾱ noise schedule (it works on its own σ, flow-matching or discrete schedule, not the DDPM one)"
+    elif step is None or not hasattr(scheduler, "scale_model_input"):
+        why = "has no step / scale_model_input for the standard sampling loop"
+    elif needs := [
+        p.name
+        for p in list(inspect.signature(step).parameters.values())[3:]
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]:
+        why = f"needs {', '.join(needs)} at every step besides the model output, timestep and sample"
+    elif not _same_schedule(scheduler):
+        why = "rescales the ᾱ schedule its config describes, so its timesteps do not match the model's"
+    if why is not None:
+        raise ValueError(
+            f"{name} {why}; set a scheduler that samples the model's DDPM noise schedule (e.g. "
+            f"EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)) or pass sampler= one of "
+            f"{', '.join(SAMPLERS)}"
+        )
+
+
+def _same_schedule(scheduler: SchedulerMixin) -> bool:
+    try:
+        reference = DDPMScheduler.from_config(scheduler.config).alphas_cumprod
+    except (ValueError, NotImplementedError):  # a β ramp DDPM does not know: nothing to compare with
+        return True
+    ᾱ = scheduler.alphas_cumprod
+    return ᾱ.shape == reference.shape and torch.allclose(ᾱ.float(), reference)
+
+
+def sampling_copy(scheduler: SchedulerMixin) -> SchedulerMixin:
+    """A fresh scheduler with every setting of `scheduler` (so calls never share solver state), once
+    `check_scheduler` accepts it."""
+    check_scheduler(scheduler)
+    return type(scheduler).from_config(scheduler.config)
+
+
+def keeps_model_outputs(scheduler: SchedulerMixin) -> bool:
+    """Whether a step of `scheduler` combines several model outputs — earlier steps' (multistep solvers: DPM-Solver,
+    UniPC, DEIS, PNDM, LMS, SA-Solver) or two evaluations (Heun, KDPM2): it cannot switch models mid-trajectory."""
+    return getattr(scheduler, "order", 1) > 1 or any(
+        hasattr(scheduler, state) for state in ("model_outputs", "ets", "derivatives")
+    )
+
+
+def alpha_bar_at(scheduler: SchedulerMixin, t: torch.Tensor) -> torch.Tensor:
+    """ᾱ at timestep `t`, linearly interpolated where a scheduler (Euler-type, "linspace") steps between integers."""
+    ᾱ = scheduler.alphas_cumprod
+    t = min(max(float(t), 0.0), len(ᾱ) - 1.0)
+    lo = int(t)
+    hi = min(lo + 1, len(ᾱ) - 1)
+    return ᾱ[lo] + (t - lo) * (ᾱ[hi] - ᾱ[lo])
 
 
 def clip_prediction(
