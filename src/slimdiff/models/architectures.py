@@ -69,6 +69,7 @@ def kl8_config(base: int, slim: bool, resnet_samplers: str = "gate") -> dict:
         downsample_type="resnet",
         upsample_type="resnet",
         attention_heads=8,
+        attn_norm_num_groups=PAPER_NORM_GROUPS,  # diffusers drops the middle attention's GroupNorm with scale-shift
         **({"resnet_samplers": resnet_samplers} if slim else {}),
     )
     up = tuple("ResnetUpsampleBlock2D" if t == "UpBlock2D" else t for t in config["up_block_types"])
