@@ -7,7 +7,14 @@ torch hub cache (`<torch hub dir>/checkpoints/`); nothing is ever downloaded. An
 mapping uint8 (N, 3, H, W) images to (N, d) features works too (the tests use a small CNN).
 
 Features are extracted once per image set; FID and KID are computed from them by torchmetrics (in
-float64). Real-image features are cached on disk per (data source, size, count, seed, extractor).
+float64). Real-image features are cached on disk per (data source, size, count, seed, extractor name and a
+SHA-256 of the extractor's weights — `weights_fingerprint` — so other Inception weights never reuse them).
+
+Images reach the network as uint8 through the one quantiser (`slimdiff.reporting.images.quantize`), which
+*rounds* [-1, 1] to 0…255, the way saved PNGs are written. torchmetrics' `FrechetInceptionDistance(normalize=True)`
+on float images in [0, 1] *truncates* instead (`(x * 255).byte()`), which darkens every pixel by half a level on
+average: on the same images the two FIDs differ (by 0.9% in the case reported in issue 16), so compare FIDs
+computed one way only.
 """
 
 from __future__ import annotations
@@ -107,12 +114,22 @@ def kid_from_features(
     return {"mean": mean.item(), "std": std.item(), "subset_size": size}
 
 
+def weights_fingerprint(network: nn.Module) -> str:
+    """SHA-256 of a network's parameters and buffers (names, dtypes, shapes and values), for cache keys."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SLIMDIFF_CACHE", Path.home() / ".cache" / "slimdiff")) / "features"
 
 
 def cached_features(key: dict, compute: Callable[[], Tensor], directory: Path | None = None) -> Tensor:
-    """Features for `key` (JSON-able: data source, size, count, seed, extractor) from the cache, or
+    """Features for `key` (JSON-able: data source, size, count, seed, extractor and its weights) from the cache, or
     `compute()`d and stored (written to a temporary file first, so a crash leaves no half file)."""
     directory = directory or cache_dir()
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]

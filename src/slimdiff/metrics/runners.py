@@ -58,7 +58,13 @@ def inception_scores(ev: Evaluation, which: str) -> dict:
             raise Skip(str(error)) from None
         # the fingerprint covers a folder's files (path, size, mtime), so changed data is never served stale
         data = source_fingerprint(o.data, o.size, o.seed + 1, len(ev.real), "image")
-        key = {"data": data, "n": len(ev.real), "features": fid.INCEPTION_NAME}
+        # and the extractor's weights: features of other Inception weights are other features
+        key = {
+            "data": data,
+            "n": len(ev.real),
+            "features": fid.INCEPTION_NAME,
+            "weights": fid.weights_fingerprint(extractor),
+        }
         features["real"] = fid.cached_features(
             key,
             lambda: fid.extract_features(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from slimdiff.errors import ModelError
 from slimdiff.sampling.onnx_decoder import export_decoders, load_onnx_decoder
-from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
+from slimdiff.sampling.onnx_export import FP16_TOLERANCE, ONNX_FILE, OnnxUNet, export_onnx, relative_error
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 from slimdiff.sampling.quantize import INT8_ONNX
 
@@ -33,21 +33,25 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_folder(pipe: SlimDiffusionPipeline, out: Path, onnx: bool, source: str = "") -> dict:
+def export_folder(
+    pipe: SlimDiffusionPipeline, out: Path, onnx: bool, source: str = "", fp16: bool = False
+) -> dict:
     """Write `pipe` to `out` (replacing whatever was there); with `onnx`, also unet/model.onnx, checked
-    against PyTorch. Returns the record written to export.json (relative_error when onnx)."""
+    against PyTorch (`fp16`: a float16 UNet graph, checked against the float32 model to FP16_TOLERANCE).
+    Returns the record written to export.json (relative_error and the tolerance it must meet when onnx)."""
     out = Path(out)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     record = {"model": source, "to": "onnx" if onnx else "diffusers", "out": str(out)}
     if onnx:
-        path = export_onnx(pipe.unet.eval(), tmp / "unet" / ONNX_FILE)
+        path = export_onnx(pipe.unet.eval(), tmp / "unet" / ONNX_FILE, fp16=fp16)
         error = relative_error(pipe.unet, OnnxUNet(path, pipe.unet.config))
         record.update(
             onnx=str(out / "unet" / ONNX_FILE),
+            unet_precision="fp16" if fp16 else "fp32",
             relative_error=error,
-            tolerance=ONNX_TOLERANCE,
+            tolerance=FP16_TOLERANCE if fp16 else ONNX_TOLERANCE,
             unet_weights_sha256=file_digest(tmp / WEIGHTS),
             # the decoder too (vae/model.onnx, slim_decoder/model.onnx): the whole pipeline on onnxruntime
             decoders=export_decoders(pipe, tmp, source),
