@@ -213,6 +213,19 @@ def test_conditioning_follows_the_unet_dtype(tiny_pipeline, tiny_condition_unet)
     assert images.shape == (2, 3, 8, 8) and torch.isfinite(images.float()).all()
 
 
+def test_stitching_a_low_precision_student_with_a_float32_teacher(tiny_pipeline, tiny_unet):
+    pipe = tiny_pipeline().to(torch.bfloat16)
+    teacher = tiny_unet(seed=1, slim=False)
+    images = _pt(pipe, sampler="ddim", stitch=(teacher, 0.5))
+    assert images.dtype == torch.bfloat16 and torch.isfinite(images.float()).all()
+    torch.testing.assert_close(
+        _pt(pipe, sampler="ddim", stitch=(teacher, 0.0)).float(),
+        _pt(tiny_pipeline(teacher), sampler="ddim"),
+        atol=0.1,
+        rtol=0,
+    )
+
+
 # --- num_images_per_prompt and callback_on_step_end ------------------------------------------------------------
 
 

@@ -13,9 +13,12 @@ Denoiser = Callable[..., object]
 
 
 def denoiser_output(model: Denoiser, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor:
-    """ε̂ (or whatever the model predicts) for the batch `x` at timestep `t`."""
-    out = model(x, t.reshape(1).expand(x.shape[0]), **conditioning)
-    return out.sample if hasattr(out, "sample") else out
+    """ε̂ (or whatever the model predicts) for the batch `x` at timestep `t`, in `x`'s dtype; inputs go to the
+    model in its own dtype (a stitching teacher may differ from the pipeline's UNet)."""
+    dtype = getattr(model, "dtype", x.dtype)
+    conditioning = {k: v.to(dtype) if v.is_floating_point() else v for k, v in conditioning.items()}
+    out = model(x.to(dtype), t.reshape(1).expand(x.shape[0]), **conditioning)
+    return (out.sample if hasattr(out, "sample") else out).to(x.dtype)
 
 
 def guided_output(

@@ -216,7 +216,6 @@ class SlimDiffusionPipeline(DiffusionPipeline):
                 out = denoiser_output(models[i], x_in, t, cond)
             else:
                 out = guided_output(models[i], x_in, t, cond, uncond, guidance_scale)
-            out = out.to(x.dtype)
             if clip_x0:
                 out = clip_prediction(out, x_in, alpha_bar_at(scheduler, t).to(x_in), prediction_type)
             x = scheduler.step(out, t, x, **extra).prev_sample
