@@ -154,12 +154,36 @@ def test_drop_mask_is_seeded_and_has_the_asked_rate():
 # --- training ----------------------------------------------------------------------------------------------
 
 
-def test_class_conditional_run_sizes_the_table_to_the_data_and_saves_the_classes(tmp_path):
-    run = train(_config(tmp_path / "run", "tiny-sd-class", "builtin:textures"), progress=False)
-    unet = load_unet(run / "model")
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    return train(
+        _config(tmp_path_factory.mktemp("class") / "run", "tiny-sd-class", "builtin:textures"), progress=False
+    )
+
+
+def test_class_conditional_run_sizes_the_table_to_the_data_and_saves_the_classes(class_run):
+    unet = load_unet(class_run / "model")
     assert unet.config.num_context_classes == 3 and unet.class_context.num_embeddings == 4  # + "no class"
-    assert json.loads((run / "model" / "class_names.json").read_text()) == ["brick", "grass", "gravel"]
-    assert json.loads((run / "class_names.json").read_text()) == ["brick", "grass", "gravel"]
+    assert json.loads((class_run / "model" / "class_names.json").read_text()) == ["brick", "grass", "gravel"]
+    assert json.loads((class_run / "class_names.json").read_text()) == ["brick", "grass", "gravel"]
+
+
+def test_sample_a_class_by_name_with_guidance(class_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from slimdiff.cli import app
+
+    args = ["sample", str(class_run / "model"), "-n", "2", "--steps", "2", "--guidance", "2"]
+    by_name = CliRunner().invoke(app, [*args, "--label", "grass", "--out", str(tmp_path / "a")])
+    by_number = CliRunner().invoke(app, [*args, "--label", "1", "--out", str(tmp_path / "b")])
+    assert by_name.exit_code == 0 and by_number.exit_code == 0, by_name.output + by_number.output
+    for i in range(2):  # the same class, noise and guidance: the same images
+        assert (tmp_path / "a" / f"00000{i}.png").read_bytes() == (
+            tmp_path / "b" / f"00000{i}.png"
+        ).read_bytes()
+    assert json.loads((tmp_path / "a" / "sample.json").read_text())["label"] == "grass"
+    wrong = CliRunner().invoke(app, [*args, "--label", "zebra", "--out", str(tmp_path / "c")])
+    assert wrong.exit_code == 2 and "classes: brick, grass, gravel" in wrong.output
 
 
 def test_text_conditional_run_carries_its_text_encoder(tmp_path):

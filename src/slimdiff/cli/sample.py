@@ -54,7 +54,11 @@ def sample(
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=1024, help="images per UNet call"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the initial noise and of stochastic solvers"),
     eta: float = typer.Option(0.0, "--eta", min=0.0, max=1.0, help="DDIM η (0 = deterministic)"),
-    label: int | None = typer.Option(None, "--label", min=0, help="class label (class-conditional models)"),
+    label: str | None = typer.Option(
+        None, "--label", help="class (class-conditional models): its number or its name (class_names.json)"
+    ),
+    prompt: str | None = typer.Option(None, "--prompt", help="text prompt (text-conditional models)"),
+    negative_prompt: str = typer.Option("", "--negative-prompt", help="what guidance steers away from"),
     guidance: float | None = typer.Option(
         None, "--guidance", min=0.0, max=50.0, help="classifier-free guidance scale w (needs --label)"
     ),
@@ -80,6 +84,7 @@ def sample(
 ) -> None:
     """Draw images from a model with any diffusers solver, optional guidance and stitching."""
     from slimdiff.reporting.images import save_grid, to_uint8
+    from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
     from slimdiff.sampling.generate import generate
 
     if scheduler not in SAMPLERS:
@@ -89,9 +94,19 @@ def sample(
         fail(
             f"--stitch-teacher needs a single-step --scheduler ({single}); {scheduler} keeps past model outputs"
         )
-    if guidance is not None and label is None:
-        fail("--guidance needs --label (the class to guide towards)")
+    if guidance is not None and label is None and prompt is None:
+        fail("--guidance needs --label or --prompt (what to guide towards)")
+    if label is not None and prompt is not None:
+        fail("pass --label or --prompt, not both")
     pipe = load_or_fail(model, onnx, decoder)
+    condition, per_image = {}, {}
+    with user_errors():
+        if label is not None:
+            condition["class_labels"] = resolve_label(model, label)
+        if prompt is not None:
+            embeds, negative = prompt_embeddings(text_encoder_of(model), prompt, negative_prompt)
+            per_image["prompt_embeds"] = embeds.expand(num_images, -1, -1)
+            condition["negative_prompt_embeds"] = negative
     stitch = None
     if stitch_teacher is not None:
         from slimdiff.models.loading import load_unet
@@ -110,6 +125,8 @@ def sample(
         "seed": seed,
         "eta": eta,
         "label": label,
+        "prompt": prompt,
+        "negative_prompt": negative_prompt if prompt is not None else None,
         "guidance": guidance,
         "stitch_teacher": stitch_teacher,
         "stitch_fraction": stitch_fraction if stitch_teacher else None,
@@ -140,9 +157,10 @@ def sample(
                 num_inference_steps=steps,
                 sampler=scheduler,
                 eta=eta,
-                class_labels=label,
                 guidance_scale=guidance,
                 stitch=stitch,
+                per_image=per_image,
+                **condition,
             )
         except ValueError as error:  # a setting the pipeline refuses (label range, guidance, …)
             (out / "sample.json").unlink(missing_ok=True)

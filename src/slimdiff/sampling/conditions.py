@@ -1,0 +1,58 @@
+"""What a user asks a conditional model for, turned into pipeline inputs: a class given by number or by
+name (the run's `class_names.json`), and prompts encoded by the text encoder saved with the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from slimdiff.errors import ConfigError, ModelError
+from slimdiff.models.text_encoder import TextEncoder, load_text_encoder
+
+
+def _model_folders(model: str | Path) -> list[Path]:
+    path = Path(model)
+    return [path, path / "model", path.parent]  # a pipeline folder, a run folder, or a pipeline's unet/
+
+
+def class_names(model: str | Path) -> list[str] | None:
+    """The class names saved with a model (class_names.json), or None."""
+    for folder in _model_folders(model):
+        if (folder / "class_names.json").is_file():
+            return json.loads((folder / "class_names.json").read_text())
+    return None
+
+
+def resolve_label(model: str | Path, label: str) -> int:
+    """`label` as a class index: a number, or a class name from the model's class_names.json."""
+    if label.isdigit():
+        return int(label)
+    names = class_names(model)
+    if names is None:
+        raise ConfigError(
+            f"--label {label!r} is a name but {model} has no class_names.json; give the class number"
+        )
+    if label not in names:
+        raise ConfigError(f"--label {label!r} is not a class of {model}; classes: {', '.join(names)}")
+    return names.index(label)
+
+
+def text_encoder_of(model: str | Path) -> TextEncoder:
+    """The tokenizer + text encoder saved with a text-conditional model (its tokenizer/ and text_encoder/)."""
+    for folder in _model_folders(model):
+        if (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
+            return load_text_encoder(folder)
+    raise ModelError(
+        f"{model} carries no text encoder (tokenizer/ and text_encoder/); it was not trained on text"
+    )
+
+
+def prompt_embeddings(
+    encoder: TextEncoder, prompt: str, negative: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt, negative prompt) contexts (1, L, D); the empty negative prompt is the unconditional one the
+    model learned with classifier-free guidance dropout."""
+    embeds = encoder([prompt, negative])
+    return embeds[:1], embeds[1:]
