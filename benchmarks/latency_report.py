@@ -25,6 +25,12 @@ def path_seconds(
 
 def report(t: dict, threads: int) -> str:
     lines = []
+    if t.get("clock") == "cpu":
+        lines.append(
+            "Seconds here are **CPU seconds** of the one thread (`time.process_time`): what each part costs on an "
+            "idle core, whatever else the shared machine runs; memory-bandwidth and cache contention from other "
+            "jobs still slow it somewhat.\n"
+        )
     for batch in t["unet"]:
         ldm, _, _ = path_seconds(t, batch, "LDM-f4", "torch", "fp32", "ddim", 200, "full VQ-f4")
         lines += [

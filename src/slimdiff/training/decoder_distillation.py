@@ -94,7 +94,7 @@ def decoder_loss(student, target, lambda_freq: float, alpha: float) -> tuple[tor
     pixel = F.mse_loss(student, target)
     omega = spectral_weight(target, tuple(target.shape[-2:]), alpha=alpha)
     freq = frequency_loss(student, target, omega)
-    return pixel + lambda_freq * freq, {"pixel": float(pixel), "freq": float(freq)}
+    return pixel + lambda_freq * freq, {"pixel": pixel.item(), "freq": freq.item()}
 
 
 def distill_decoder(
