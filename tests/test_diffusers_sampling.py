@@ -103,6 +103,21 @@ def test_every_diffusers_scheduler_samples_the_model_schedule_or_is_refused_with
     assert rms < 0.06, f"{name} ends {rms:.3f} (RMS) from the point it should reach"
 
 
+def test_stitching_knows_which_schedulers_combine_model_outputs():
+    from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, keeps_model_outputs
+
+    for (
+        sampler
+    ) in SAMPLERS.values():  # the presets' flag (read by the CLI) and the rule for any scheduler agree
+        assert keeps_model_outputs(build_scheduler(sampler, TRAINING)) is sampler.keeps_model_outputs
+    for name, keeps in (
+        ("HeunDiscreteScheduler", True),
+        ("LMSDiscreteScheduler", True),
+        ("LCMScheduler", False),
+    ):
+        assert keeps_model_outputs(getattr(diffusers, name).from_config(TRAINING)) is keeps
+
+
 def test_the_user_scheduler_is_used_exactly_as_set(tiny_pipeline):
     """The issue's case: solver_order=3 with leading spacing is not replaced by the dpm++ preset."""
     pipe = tiny_pipeline()
