@@ -192,7 +192,7 @@ def main() -> None:
     global clock
     clock = CLOCK[args.clock]
     timer = interleaved_medians if args.clock == "wall" else interleaved_cpu
-    name = "latency" if args.clock == "wall" else "latency_cpu"
+    result_name = "latency" if args.clock == "wall" else "latency_cpu"
 
     parts = build(args.work, MODELS)
     timings: dict = {"unet": {}, "decoder": {}, "solver": {}, "end_to_end": {}, "rss": {}}
@@ -254,10 +254,10 @@ def main() -> None:
         print(config, timings["rss"][config], flush=True)
     machine = describe_machine()
     timings["clock"] = args.clock
-    (RESULTS / f"{name}.json").write_text(
+    (RESULTS / f"{result_name}.json").write_text(
         json.dumps({"machine": machine, "threads": args.threads, **timings}, indent=2, default=str)
     )
-    print(write_result(name, report(timings, args.threads), machine))
+    print(write_result(result_name, report(timings, args.threads), machine))
 
 
 if __name__ == "__main__":
