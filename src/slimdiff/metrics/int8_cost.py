@@ -114,6 +114,7 @@ def quantize_export(
             "int8 quantisation supports unconditional models only for now; export without --quantize"
         )
     fp32 = load_onnx_pipeline(folder, pipe, threads=1, precision="fp32")
+    fp32.set_progress_bar_config(disable=True)
     unet_feeds, decoder_feeds = calibration_feeds(fp32, n=n, steps=steps, seed=seed)
     graphs = {"unet": (unet_feeds, ONNX_FILE)}
     graphs.update({name: (decoder_feeds, DECODER_ONNX) for name in record.get("decoders", {})})
@@ -130,6 +131,7 @@ def quantize_export(
     }
     (folder / "export.json").write_text(json.dumps(record, indent=2))
     int8 = load_onnx_pipeline(folder, pipe, threads=1, precision="int8")
+    int8.set_progress_bar_config(disable=True)
     x0, source = _x0(fp32, data, n, seed)
     record["quantize"]["cost"] = {"eps_data": source, **int8_cost(fp32, int8, x0, n, steps, seed)}
     (folder / "export.json").write_text(json.dumps(record, indent=2))
