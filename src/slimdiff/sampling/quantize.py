@@ -10,8 +10,11 @@ the fly) is the fallback when the static tool fails on a graph. The quality cost
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,6 +113,25 @@ def unshare_initializers(path: Path) -> None:
 def quantize_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]] | None) -> dict:
     """Write the int8 version of the graph `fp32` to `int8`: static (calibrated on `feeds`) when feeds are
     given and the static tool succeeds, else dynamic. Returns {"mode", "seconds", "static_error"?}."""
+    start = time.perf_counter()
+    fp32, int8 = Path(fp32).absolute(), Path(int8).absolute()
+    prepared = int8.with_name(".prepared-" + fp32.name)
+    # onnxruntime's tools leave scratch files (sym_shape_infer_temp.onnx, <uuid>.data) in the working folder
+    with tempfile.TemporaryDirectory() as scratch, _working_folder(Path(scratch)):
+        return _quantize(fp32, int8, prepared, feeds, start)
+
+
+@contextlib.contextmanager
+def _working_folder(folder: Path):
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _quantize(fp32: Path, int8: Path, prepared: Path, feeds, start: float) -> dict:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -119,9 +141,6 @@ def quantize_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]] | 
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    start = time.perf_counter()
-    fp32, int8 = Path(fp32), Path(int8)
-    prepared = int8.with_name(".prepared-" + fp32.name)
     record: dict = {}
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     try:
