@@ -30,6 +30,8 @@ PAGE = """<!doctype html>
   <label>seed <input id="seed" type="number" value="0" min="0"></label>
   <label>images <input id="n" type="number" value="1" min="1"></label>
   <label id="label-box" class="hidden">class label <input id="label" type="number" value="0" min="0"></label>
+  <label id="prompt-box" class="hidden">prompt <input id="prompt" type="text" value=""></label>
+  <label id="negative-box" class="hidden">negative prompt <input id="negative" type="text" value=""></label>
   <label id="guidance-box" class="hidden">guidance w <input id="guidance" type="number" step="0.5" placeholder="off"></label>
   <label id="stitch-box" class="hidden">stitch: student fraction
     <input id="stitch" type="number" step="0.05" min="0" max="1" value="0.5"></label>
@@ -50,6 +52,7 @@ async function load() {
   }
   $("about").textContent = "model: " + info.model + (info.teacher ? " · teacher: " + info.teacher : "");
   if (info.classes) $("label-box").classList.remove("hidden");
+  if (info.text) { $("prompt-box").classList.remove("hidden"); $("negative-box").classList.remove("hidden"); }
   if (info.guidance) $("guidance-box").classList.remove("hidden");
   if (info.teacher) { $("stitch-box").classList.remove("hidden"); $("sampler").value = "ddim"; }
   $("generate").disabled = false;
@@ -59,8 +62,10 @@ async function generate() {
   $("error").textContent = "";
   $("status").textContent = "generating…";
   const params = {};
-  for (const id of ["sampler", "steps", "seed", "n", "label", "guidance", "stitch"]) params[id] = $(id).value;
-  if (!info.classes) { delete params.label; delete params.guidance; }
+  for (const id of ["sampler", "steps", "seed", "n", "label", "guidance", "stitch", "prompt", "negative"]) params[id] = $(id).value;
+  if (!info.classes) delete params.label;
+  if (!info.guidance) delete params.guidance;
+  if (!info.text) { delete params.prompt; delete params.negative; }
   if (!info.teacher) delete params.stitch;
   try {
     const response = await fetch("/api/generate", {method: "POST", headers: {"Content-Type": "application/json"},

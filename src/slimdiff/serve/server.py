@@ -24,6 +24,7 @@ from PIL import Image
 from slimdiff.errors import ModelError, SlimdiffError
 from slimdiff.models.inputs import condition_input, sample_hw
 from slimdiff.reporting.images import to_uint8
+from slimdiff.sampling.conditions import prompt_embeddings, text_encoder_of
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.solvers import SAMPLERS
 from slimdiff.serve.page import PAGE
@@ -61,8 +62,8 @@ def png_data_url(image: torch.Tensor) -> str:
 class Generator:
     """The student pipeline, an optional teacher pipeline on the same latent space, and one lock."""
 
-    def __init__(self, student, teacher=None, names: tuple[str, str] = ("student", "teacher")):
-        self.student, self.teacher, self.names = student, teacher, names
+    def __init__(self, student, teacher=None, names: tuple[str, str] = ("student", "teacher"), encoder=None):
+        self.student, self.teacher, self.names, self.encoder = student, teacher, names, encoder
         self.lock = threading.Lock()
         if teacher is not None:
             shapes = [(p.unet.config.in_channels, *sample_hw(p.unet.config)) for p in (student, teacher)]
@@ -81,7 +82,7 @@ class Generator:
             "samplers": list(SAMPLERS),
             "single_step_samplers": [s.name for s in SAMPLERS.values() if not s.keeps_model_outputs],
             "classes": self.classes,
-            "guidance": bool(self.student.unet.config.get("num_context_classes")),
+            "guidance": bool(self.student.unet.config.get("num_context_classes")) or self.encoder is not None,
             "text": self.condition == "encoder_hidden_states",
             "max_steps": MAX_STEPS,
             "max_images": MAX_IMAGES,
@@ -98,8 +99,15 @@ class Generator:
             "n": _number(params, "n", int, 1, MAX_IMAGES, 1),
         }
         if self.condition == "encoder_hidden_states":
-            raise BadRequest("text-conditional models need prompt embeddings; serve has no text encoder yet")
-        if self.classes:
+            if self.encoder is None:
+                raise BadRequest(
+                    "this text-conditional model carries no text encoder (tokenizer/, text_encoder/)"
+                )
+            prompt, negative = str(params.get("prompt") or ""), str(params.get("negative") or "")
+            embeds, call["negative_prompt_embeds"] = prompt_embeddings(self.encoder, prompt, negative)
+            call["per_image"] = {"prompt_embeds": embeds.expand(call["n"], -1, -1)}
+            call["prompt"] = prompt
+        if self.condition == "encoder_hidden_states" or self.classes:
             call["class_labels"] = _number(params, "label", int, 0, self.classes - 1, 0)
             guidance = params.get("guidance")
             if guidance not in (None, ""):
@@ -119,6 +127,7 @@ class Generator:
     def run(self, params: dict) -> dict:
         call = self.parse(params)
         n, seed, fraction = call.pop("n"), call.pop("seed"), call.pop("stitch", None)
+        prompt = call.pop("prompt", None)
         runs = [(self.names[0], self.student, {})]
         if self.teacher is not None:
             runs.append((self.names[1], self.teacher, {}))
@@ -142,7 +151,8 @@ class Generator:
                 results.append(
                     {"name": name, "seconds": round(seconds, 3), "images": [png_data_url(x) for x in images]}
                 )
-        return {"results": results, "seed": seed, **{k: v for k, v in call.items() if k != "stitch"}}
+        shown = {k: v for k, v in call.items() if k not in ("stitch", "per_image", "negative_prompt_embeds")}
+        return {"results": results, "seed": seed, "prompt": prompt, **shown}
 
 
 def handler_for(generator: Generator):
@@ -214,4 +224,8 @@ def load_generator(model: str, teacher: str | None = None, decoder: str = "full"
         return pipe
 
     student = use_decoder(load(model, "the model"), model, decoder)
-    return Generator(student, load(teacher, "--teacher") if teacher else None, (model, teacher or "teacher"))
+    encoder = None
+    if condition_input(student.unet.config) == "encoder_hidden_states":
+        encoder = text_encoder_of(model)
+    names = (model, teacher or "teacher")
+    return Generator(student, load(teacher, "--teacher") if teacher else None, names, encoder)
