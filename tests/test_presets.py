@@ -22,7 +22,8 @@ RECORDED_DEVIATION = {
     "ldm-f4": (-0.02, -0.09),
     "lite-ldm-f4": (0.05, -0.65),
     "sd-f4": (-0.24, -0.64),
-    "ldm-kl8": (-0.01, -0.32),  # CompVis Church exactly (res-block up-sampler at the attention-free level too)
+    # CompVis Church exactly (res-block up-sampler at the attention-free level too)
+    "ldm-kl8": (-0.01, -0.32),
     "lite-ldm-kl8": (0.08, -1.22),
     "sd-kl8": (-1.88, -1.19),  # the res-block samplers stay, one wavelet gate each
     "sd-kl8-replace": (-18.12, -25.95),  # gates replace the res-block samplers

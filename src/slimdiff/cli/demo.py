@@ -23,7 +23,10 @@ def demo_command(
     samples: int = typer.Option(256, min=8, max=50_000, help="images sampled per model for the metrics"),
     sample_steps: int = typer.Option(50, min=1, max=1000, help="DDIM steps per sample"),
     eta: float = typer.Option(
-        1.0, min=0.0, max=1.0, help="DDIM's η for every model (1: ancestral; 0: deterministic, see the report)"
+        1.0,
+        min=0.0,
+        max=1.0,
+        help="DDIM's η for every model (1: ancestral; 0: deterministic, see the report)",
     ),
     seed: int = typer.Option(0, min=0, help="seed for sampling noise and evaluation data"),
 ) -> None:
