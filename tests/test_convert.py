@@ -168,7 +168,8 @@ def test_church_schedule_ema_and_kl_scale_come_from_the_checkpoint(tmp_path):
     pipe = load_pipeline(tmp_path / "ema")
     assert pipe.scheduler.config.beta_end == pytest.approx(0.0155) and record["vae"]["kind"] == "kl"
     assert pipe.vae.config.scaling_factor == pytest.approx(0.2277)
-    assert all(torch.equal(pipe.unet.state_dict()[k], v) for k, v in ema.state_dict().items())
+    converted = pipe.unet.state_dict()
+    assert all(torch.equal(converted[k], v) for k, v in ema.state_dict().items())
     convert_checkpoint(path, "ldm-kl8", tmp_path / "raw", overrides=overrides, vae=False)
     raw = load_pipeline(tmp_path / "raw")
     assert raw.vae is None and all(
@@ -222,7 +223,8 @@ def test_cli_convert(tmp_path, monkeypatch):
     result = runner.invoke(app, ["convert", str(path), "--preset", "tiny-ldm-f4", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "tiny-ldm-f4 UNet" in result.output and "vq autoencoder" in result.output
-    assert all(torch.equal(load_pipeline(out).unet.state_dict()[k], v) for k, v in unet.state_dict().items())
+    converted = load_pipeline(out).unet.state_dict()
+    assert all(torch.equal(converted[k], v) for k, v in unet.state_dict().items())
     again = runner.invoke(app, ["convert", str(path), "--preset", "tiny-ldm-f4", "--out", str(out)])
     assert again.exit_code == 2 and "is not empty" in again.output
     missing = runner.invoke(
