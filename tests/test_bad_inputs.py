@@ -321,22 +321,8 @@ def test_export_overwrite_refuses_a_folder_that_is_not_an_export(model_folder, t
     assert result.exit_code == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 
-def test_a_conditional_teacher_is_named_as_the_teacher(tmp_path):
-    from slimdiff.models.unet import SlimUNet2DConditionModel
-
-    torch.manual_seed(0)
-    SlimUNet2DConditionModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        attention_head_dim=4,
-        cross_attention_dim=12,
-        norm_num_groups=4,
-    ).save_pretrained(tmp_path / "teacher")
+def test_a_conditional_teacher_is_named_as_the_teacher(tmp_path, tiny_condition_unet):
+    tiny_condition_unet(classes=None, size=16).save_pretrained(tmp_path / "teacher")  # text-style context
     path = tmp_path / "d.yaml"
     path.write_text(yaml.safe_dump(_config(tmp_path / "run")))
     result = runner.invoke(app, ["distill", str(path), "--teacher", str(tmp_path / "teacher")])
