@@ -221,6 +221,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     study = Study(settings, args.results, args.work)
+    from slimdiff.errors import TrainingStopped
+
     try:
         for count, run in enumerate(todo):
             if args.max_runs is not None and count >= args.max_runs:
@@ -230,6 +232,8 @@ def main() -> None:
             if not args.no_commit:
                 finished = len(runs) - len(pending(runs, args.results))
                 git_commit([args.results], f"ablation: {run.id} ({finished}/{len(runs)} runs)")
+    except TrainingStopped as stop:  # SIGINT / SIGTERM: the run wrote a checkpoint; --resume continues it
+        print(f"{stop}; continue with: python -m benchmarks.ablation --resume", flush=True)
     finally:
         lock.unlink(missing_ok=True)
 

@@ -35,13 +35,21 @@ from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import load_pipeline
 from slimdiff.sampling.schedule import add_noise, training_scheduler
 
-VARIANTS = {  # name: (GroupNorm groups of the 16-channel student, CompVis zero-init)
-    "before (8 groups, diffusers init)": (8, False),
-    "4 groups": (4, False),
-    "zero-init": (8, True),
-    "after (4 groups + zero-init)": (4, True),
+VARIANTS = {  # name: (GroupNorm groups of the 16-channel student, CompVis zero-init, gate LL logit at start)
+    "before (8 groups, diffusers init)": (8, False, 2.0),
+    "4 groups": (4, False, 2.0),
+    "zero-init": (8, True, 2.0),
+    "after (4 groups + zero-init)": (4, True, 2.0),
+    # Gate biases ±4 instead of ±2: WG-Down starts at [0.52, 0.48; 0.48, 0.48] (≈ 2 × average pooling) instead
+    # of the checkerboard [0.62, 0.38; 0.38, 0.38].
+    "after + symmetric gates": (4, True, 4.0),
 }
-SAMPLERS = {"DDIM η=0": 0.0, "DDIM η=1": 1.0}
+SAMPLERS = {"DDIM-50 η=0": (50, 0.0), "DDIM-50 η=1": (50, 1.0)}  # name: (steps, η), for every model
+# For the sampler choice: the teacher and the fixed students only.
+EXTRA_SAMPLERS = {"DDIM-50 η=0.5": (50, 0.5), "DDIM-100 η=1": (100, 1.0), "DDIM-200 η=1": (200, 1.0)}
+CHOICE_VARIANTS = ("teacher", "after (4 groups + zero-init)", "after + symmetric gates")
+RENAMED = {"DDIM η=0": "DDIM-50 η=0", "DDIM η=1": "DDIM-50 η=1"}  # records written by the first version
+COLOUR_VERSION = 2  # version 1 divided by the images but not by the pixels (values 1024× too large)
 
 
 def chroma_rms(images: torch.Tensor) -> float:
@@ -65,26 +73,33 @@ def colour_response(unet, real: torch.Tensor, timesteps=(100, 300, 500, 700, 900
         x_t = add_noise(x0, eps, ᾱ[tt])
         moved = unet(x_t + c, tt).sample - unet(x_t, tt).sample
         ideal = c / (1 - ᾱ[t]).sqrt()
-        out[str(t)] = ((moved * ideal).sum() / (ideal.square().sum() * len(x0))).item()
+        # projection of the move on the ideal one, per pixel and image: 1 when ε̂ moves exactly as it should
+        out[str(t)] = ((moved * ideal).sum() / (ideal.square().sum() * moved[:, 0].numel())).item()
     out["mean"] = statistics.mean(out.values())
     return out
 
 
-def measure(pipe, real: torch.Tensor, args) -> dict:
+def measure(pipe, real: torch.Tensor, args, result: dict, samplers: dict) -> dict:
+    """Fill in whatever `result` lacks: ε-error per bucket, colour response, and the given samplers."""
     unet = pipe.unet.eval()
-    eps = eps_error_spectrum(unet, real, training_scheduler(), buckets=10, seed=args.seed_eval).summary()
-    result = {
-        "eps_mse_per_bucket": [b["low"] + b["high"] for b in eps["buckets"]],
-        "eps_mse": eps["low"] + eps["high"],
-        "colour_response": colour_response(unet, real),
-        "samplers": {},
-    }
+    if "eps_mse" not in result:
+        eps = eps_error_spectrum(unet, real, training_scheduler(), buckets=10, seed=args.seed_eval).summary()
+        result["eps_mse_per_bucket"] = [b["low"] + b["high"] for b in eps["buckets"]]
+        result["eps_mse"] = eps["low"] + eps["high"]
+    if result.get("colour_version") != COLOUR_VERSION:
+        result["colour_response"], result["colour_version"] = colour_response(unet, real), COLOUR_VERSION
+    done = result.setdefault("samplers", {})
+    for old, new in RENAMED.items():
+        if old in done:
+            done[new] = done.pop(old)
     pipe.set_progress_bar_config(disable=True)
-    for name, eta in SAMPLERS.items():
+    for name, (steps, eta) in samplers.items():
+        if name in done:
+            continue
         fake = generate(
-            pipe, args.samples, args.seed_eval, 64, num_inference_steps=50, sampler="ddim", eta=eta
+            pipe, args.samples, args.seed_eval, 64, num_inference_steps=steps, sampler="ddim", eta=eta
         )
-        result["samplers"][name] = {
+        done[name] = {
             "swd": swd(real, fake, seed=args.seed_eval)["mean"],
             "spectrum_error": spectrum_error(real, fake),
             "chroma_rms": chroma_rms(fake),
@@ -92,11 +107,13 @@ def measure(pipe, real: torch.Tensor, args) -> dict:
     return result
 
 
-def train_variant(groups: int, zero: bool, seed: int, steps: int, folder: Path) -> Path:
+def train_variant(groups: int, zero: bool, gate_logit: float, seed: int, steps: int, folder: Path) -> Path:
+    from slimdiff.models import gating
     from slimdiff.training.loop import train
 
-    original = presets.PRESETS["tiny-sd"]
+    original, original_logit = presets.PRESETS["tiny-sd"], gating._INITIAL_LL_LOGIT
     presets.PRESETS["tiny-sd"] = dataclasses.replace(original, zero_init=zero)
+    gating._INITIAL_LL_LOGIT = gate_logit
     try:
         config = Config(
             model="tiny-sd",
@@ -107,7 +124,7 @@ def train_variant(groups: int, zero: bool, seed: int, steps: int, folder: Path) 
         )
         train(config, progress=False)
     finally:
-        presets.PRESETS["tiny-sd"] = original
+        presets.PRESETS["tiny-sd"], gating._INITIAL_LL_LOGIT = original, original_logit
     return folder / "model"
 
 
@@ -132,6 +149,25 @@ def table(results: dict[str, list[dict]]) -> str:
             row.append(_fmt([r["samplers"][s]["spectrum_error"]["high"] for r in runs], 3))
             row.append(_fmt([r["samplers"][s]["chroma_rms"] for r in runs], 2))
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def sampler_table(results: dict[str, list[dict]]) -> str:
+    names = [*SAMPLERS, *EXTRA_SAMPLERS]
+    lines = ["| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for variant, runs in results.items():
+        cells = []
+        for n in names:
+            done = [r["samplers"][n] for r in runs if n in r["samplers"]]
+            cells.append(
+                " · ".join(
+                    _fmt([d[k] if k != "high" else d["spectrum_error"]["high"] for d in done], 3)
+                    for k in ("swd", "high", "chroma_rms")
+                )
+                if done
+                else "—"
+            )
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -162,7 +198,11 @@ def main() -> None:
     for name, seed, variant in jobs:
         slug = "teacher" if seed is None else f"{name.split(' (')[0].replace(' ', '-')}-seed{seed}"
         record = args.out / f"{slug}.json"
-        if record.exists():
+        result = json.loads(record.read_text()) if record.exists() else {}
+        samplers = {**SAMPLERS, **(EXTRA_SAMPLERS if name in CHOICE_VARIANTS else {})}
+        have = {RENAMED.get(k, k) for k in result.get("samplers", {})}
+        complete = result.get("colour_version") == COLOUR_VERSION and set(samplers) <= have
+        if complete:
             continue
         start = time.perf_counter()
         if variant is None:
@@ -175,25 +215,27 @@ def main() -> None:
 
                 shutil.rmtree(folder, ignore_errors=True)
                 train_variant(*variant, seed, args.steps, folder)
-        result = measure(load_pipeline(model), real, args)
-        result.update(variant=name, seed=seed, seconds=time.perf_counter() - start)
+        result = measure(load_pipeline(model), real, args, result, samplers)
+        result.update(variant=name, seed=seed)
+        result["seconds"] = result.get("seconds", 0) + time.perf_counter() - start
         record.write_text(json.dumps(result, indent=2))
         print(f"{slug}: {time.perf_counter() - start:.0f} s", flush=True)
 
     results: dict[str, list[dict]] = {}
     for path in sorted(args.out.glob("*.json")):
         r = json.loads(path.read_text())
-        if r["variant"] == "teacher" or r["variant"] in args.variants:
-            results.setdefault(r["variant"], []).append(r)
+        results.setdefault(r["variant"], []).append(r)  # every finished record, whatever this call ran
     order = ["teacher", *[v for v in VARIANTS if v in results]]
     results = {k: results[k] for k in order if k in results}
     body = (
-        f"tiny-sd trained without a teacher for {args.steps} steps (the demo's plain student), seeds "
-        f"{args.seeds}; {args.samples} held-out texture crops and {args.samples} samples per model, the same "
+        f"tiny-sd trained without a teacher for {args.steps} steps (the demo's plain student), one run per "
+        f"seed (column 'seeds'); {args.samples} held-out texture crops and {args.samples} samples per model, the same "
         "noise for every model. Mean ± std over seeds.\n\n"
         + table(results)
         + "\n\nε-MSE per timestep bucket (mean over seeds):\n\n"
         + bucket_table(results)
+        + "\n\nThe sampler choice (teacher and fixed students; SWD×10³ · spectrum error high · chroma RMS):\n\n"
+        + sampler_table({k: v for k, v in results.items() if k in CHOICE_VARIANTS})
         + "\n"
     )
     print(write_result("student_fixes", body, describe_machine()))
