@@ -224,6 +224,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for path in sorted(args.out.glob("*.json")):
         r = json.loads(path.read_text())
+        r["samplers"] = {RENAMED.get(k, k): v for k, v in r["samplers"].items()}
         results.setdefault(r["variant"], []).append(r)  # every finished record, whatever this call ran
     order = ["teacher", *[v for v in VARIANTS if v in results]]
     results = {k: results[k] for k in order if k in results}
