@@ -21,7 +21,7 @@ def demo_command(
     student_steps: int = typer.Option(800, min=1, max=1_000_000, help="distillation steps for the student"),
     baseline: bool = typer.Option(True, help="also train the student without a teacher, for comparison"),
     samples: int = typer.Option(256, min=8, max=50_000, help="images sampled per model for the metrics"),
-    sample_steps: int = typer.Option(50, min=1, max=1000, help="DDIM steps per sample"),
+    sample_steps: int = typer.Option(100, min=1, max=1000, help="DDIM steps per sample"),
     eta: float = typer.Option(
         1.0,
         min=0.0,
