@@ -3,8 +3,8 @@
 Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 - ε-error spectrum on `eps_images` held-out crops × 10 timestep buckets, against the true ε and against the
   teacher's ε̂ on the same x_t (the teacher's predictions are computed once per data set and replayed);
-- `samples` images (DDIM-50, η as set, the same initial noise for every model) against as many held-out
-  crops: SWD per Laplacian level, low/high spectrum error, radial power spectrum, chroma RMS.
+- `samples` images (DDIM with the study's steps and η, the same initial noise for every model) against as
+  many held-out crops: SWD per Laplacian level, low/high spectrum error, radial power spectrum, chroma RMS.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import ablation_report as report
-from benchmarks.ablation import ARMS, DATA, Run, Settings, clean_partial, write_json
+from benchmarks.ablation import ARMS, DATA, Run, Settings, claim, clean_partial, release, write_json
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
@@ -210,19 +210,27 @@ class Context:
 class Study:
     """Runs of one study: its settings, where results (committed) and work folders (not committed) live."""
 
-    def __init__(self, settings: Settings, results: Path, work: Path):
-        self.s, self.results, self.work = settings, results, work
+    def __init__(self, settings: Settings, results: Path, work: Path, claims: Path):
+        self.s, self.results, self.work, self.claims = settings, results, work, claims
         self.contexts: dict[str, Context] = {}
 
     def context(self, data: str) -> Context:
+        """The data set's context; its teacher is trained and evaluated by one process while others wait."""
         if data not in self.contexts:
-            self.contexts[data] = Context(self.s, data, self.results, self.work)
+            name = f"teacher-{data}"
+            while not claim(self.claims, name):
+                time.sleep(30)
+            try:
+                context = Context(self.s, data, self.results, self.work)
+                context.teacher_record()
+            finally:
+                release(self.claims, name)
+            self.contexts[data] = context
         return self.contexts[data]
 
     def do_run(self, run: Run) -> dict:
         """Train (or continue) and evaluate one run; returns its record."""
         context = self.context(run.data)
-        context.teacher_record()
         config = run_config(self.s, run, context.teacher, self.work)
         kind = "distilled" if run.lambdas else "no teacher"
         _log(f"{run.id}: training {run.model} for {run.steps} steps ({kind})")

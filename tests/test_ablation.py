@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -17,15 +18,32 @@ from benchmarks import ablation, ablation_report  # noqa: E402
 from benchmarks.ablation import CORE, Settings, pending, plan, record_path  # noqa: E402
 
 
-def test_plan_starts_with_the_five_main_arms_seed_by_seed_with_equal_steps():
+def test_plan_starts_with_lite_wg_and_sd_seed_by_seed_then_the_other_main_arms_with_equal_steps():
     s = Settings(seeds=3)
     runs = plan(s)
-    first = runs[: 5 * s.seeds]
-    assert [r.arm for r in first[:5]] == CORE == ["Lite", "+WG", "+spatial", "+freq", "SD"]
-    assert [r.seed for r in first] == [0] * 5 + [1] * 5 + [2] * 5
+    headline, rest = runs[: 3 * s.seeds], runs[3 * s.seeds : 5 * s.seeds]
+    assert [r.arm for r in headline] == ["Lite", "+WG", "SD"] * 3
+    assert [r.seed for r in headline] == [0] * 3 + [1] * 3 + [2] * 3
+    assert [(r.arm, r.seed) for r in rest] == [(a, seed) for seed in range(3) for a in ("+spatial", "+freq")]
     assert {r.steps for r in runs if r.group != "sweep"} == {s.steps}
     assert {r.steps for r in runs if r.group == "sweep"} == {s.sweep_steps}
     assert len({r.id for r in runs}) == len(runs)
+
+
+def test_a_claim_is_held_against_live_processes_and_taken_over_from_dead_ones(tmp_path):
+    import subprocess
+
+    assert ablation.claim(tmp_path, "run-a") and ablation.claim(tmp_path, "run-a")  # ours, again
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run-b.pid").write_text(str(other.pid))
+        assert not ablation.claim(tmp_path, "run-b")  # a live process holds it
+    finally:
+        other.kill()
+        other.wait()
+    assert ablation.claim(tmp_path, "run-b")  # its holder died: taken over
+    ablation.release(tmp_path, "run-a")
+    assert not (tmp_path / "run-a.pid").exists() and (tmp_path / "run-b.pid").read_text() == str(os.getpid())
 
 
 def test_the_arms_are_the_papers_grid():
