@@ -34,39 +34,6 @@ def _images(folder, names, size=12):
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / name)
 
 
-def tiny_clip(folder):
-    """A random 2-layer CLIP text model (width 32) and a byte-level tokenizer, saved as a pipeline would."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    codes = printable + [256 + i for i in range(256 - len(printable))]
-    chars = [chr(c) for c in codes]
-    vocab = {
-        token: i
-        for i, token in enumerate([*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"])
-    }
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=8)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    end = vocab["<|endoftext|>"]
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=8,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=end,
-        pad_token_id=end,
-    )
-    torch.manual_seed(0)
-    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
-    return folder
-
-
 def _config(run, model, source, **changes) -> Config:
     mapping = {
         "model": model,
@@ -186,7 +153,7 @@ def test_sample_a_class_by_name_with_guidance(class_run, tmp_path):
     assert wrong.exit_code == 2 and "classes: brick, grass, gravel" in wrong.output
 
 
-def test_text_conditional_run_carries_its_text_encoder(tmp_path):
+def test_text_conditional_run_carries_its_text_encoder(tmp_path, tiny_clip):
     clip = tiny_clip(tmp_path / "clip")
     data = tmp_path / "imgs"
     _images(data, [f"{i}.png" for i in range(4)])

@@ -53,8 +53,17 @@ def eval_command(
     eta: float | None = typer.Option(
         None, "--eta", min=0.0, max=1.0, help="DDIM's η (default: the protocol's)"
     ),
-    guidance: float | None = typer.Option(
-        None, "--guidance", min=0.0, max=100.0, help="classifier-free guidance w, class-context models"
+    guidance: str | None = typer.Option(
+        None,
+        "--guidance",
+        help="classifier-free guidance w (class-context and text models); several, e.g. 1,2,3: a sweep, "
+        "one table",
+    ),
+    prompts: Path | None = typer.Option(
+        None, "--prompts", help="text models: prompt file (one per line, or .jsonl/.csv with `text`)"
+    ),
+    label_column: str | None = typer.Option(
+        None, "--label-column", help="class models: the label column of a Hugging Face --data set"
     ),
     batch_size: int = typer.Option(
         64, "--batch-size", min=1, max=4096, help="batch for sampling, features, steps/s"
@@ -72,7 +81,12 @@ def eval_command(
 ) -> None:
     """Score a model or a folder of images: FID/KID, SWD, spectra, ε-error spectrum, MACs, throughput.
     Exits 1 when none of the requested metrics could be computed."""
-    from slimdiff.metrics.evaluate import EvalOptions, evaluate, flatten, resolve
+    from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
+    from slimdiff.metrics.summary import flatten
+    from slimdiff.metrics.sweep import evaluate_sweep, parse_scales
+
+    with user_errors():
+        scales = parse_scales(guidance) if guidance is not None else [None]
 
     options = EvalOptions(
         target=target,
@@ -85,7 +99,9 @@ def eval_command(
         steps=steps,
         scheduler=scheduler,
         eta=eta,
-        guidance=guidance,
+        guidance=scales[0],
+        prompts=str(prompts) if prompts else None,
+        label_column=label_column,
         batch_size=batch_size,
         seed=seed,
         inception_weights=str(inception_weights) if inception_weights else None,
@@ -104,11 +120,21 @@ def eval_command(
             task = progress.add_task(description, total=total)
             return lambda k=1: progress.advance(task, k)
 
-        report = evaluate(options, out, pipeline, track=track).report
-    for name, why in report["skipped"].items():
-        say(f"skipped {name}: {why}", style="yellow", stderr=True)
-    for key, value in flatten(report["results"]).items():
-        say(f"{key:32s} {value:.6g}" if isinstance(value, float) else f"{key:32s} {value}")
+        if len(scales) > 1:
+            reports = evaluate_sweep(options, out, pipeline, scales, track=track)["sweep"]
+        else:
+            reports = [evaluate(options, out, pipeline, track=track).report]
+    for report in reports:
+        prefix = f"w={report['guidance']:g} " if len(reports) > 1 else ""
+        for name, why in report["skipped"].items():
+            say(f"{prefix}skipped {name}: {why}", style="yellow", stderr=True)
+        for key, value in flatten(report["results"]).items():
+            name = prefix + key
+            say(f"{name:36s} {value:.6g}" if isinstance(value, float) else f"{name:36s} {value}")
+        if report["per_class"]:
+            say(
+                f"{prefix}per-class scores: {len(report['per_class'])} classes, in summary.md and metrics.json"
+            )
     say(f"wrote {out / 'metrics.json'} and {out / 'summary.md'}")
-    if not report["results"]:
+    if not any(report["results"] for report in reports):
         fail(f"none of the requested metrics ({', '.join(options.metrics)}) could be computed", code=1)

@@ -269,7 +269,7 @@ def load_images(
         dataset = make_dataset(source, size, seed=seed, length=n if source.startswith("builtin:") else None)
         if len(dataset) < n:
             raise DataError(f"{source} holds {len(dataset)} readable images, fewer than the {n} requested")
-        images = torch.stack([dataset[int(i)] for i in _subset(len(dataset), n, seed)])
+        images = torch.stack([dataset[int(i)] for i in seeded_subset(len(dataset), n, seed)])
     if skipped is not None:
         skipped.extend(dataset.skipped)
     return images
@@ -282,7 +282,7 @@ def held_out_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tens
     return load_images(source, size, n, seed=seed + 1)
 
 
-def _subset(total: int, n: int, seed: int) -> np.ndarray:
+def seeded_subset(total: int, n: int, seed: int) -> np.ndarray:
     if n == total:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))

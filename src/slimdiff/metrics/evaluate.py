@@ -14,13 +14,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from slimdiff.data.datasets import IMAGE_SUFFIXES, held_out_images, load_images, make_dataset
 from slimdiff.errors import ConfigError, DataError, ModelError, SlimdiffError
+from slimdiff.metrics.conditional import (
+    class_labelled_real,
+    model_classes,
+    per_class_scores,
+    per_class_table,
+    rows_by_class,
+    sampling_conditions,
+)
 from slimdiff.metrics.protocols import Protocol, get_protocol
 from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
+from slimdiff.metrics.summary import summary
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import sample_hw
 from slimdiff.reporting.images import save_grid
@@ -48,7 +56,9 @@ class EvalOptions:
     steps: int | None = None  # sampling steps
     scheduler: str | None = None  # solver name
     eta: float | None = None  # DDIM's η
-    guidance: float | None = None  # classifier-free guidance w (class-conditional models, uniform labels)
+    guidance: float | None = None  # classifier-free guidance w (class-context and text models)
+    prompts: str | None = None  # prompt file for a text model (slimdiff.sampling.conditions.read_prompts)
+    label_column: str | None = None  # the label column of a Hugging Face `data`, for per-class metrics
     batch_size: int = 64  # for sampling, features and steps/s
     seed: int = 0  # sampling noise, real subsets, patches, ε-spectrum noise
     inception_weights: str | None = None
@@ -131,18 +141,22 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
             raise ConfigError(f"the model makes {model_size}² images; drop --size or set it to {model_size}")
         size, n = model_size, n or protocol.n
         cfg = pipeline.unet.config
-        classes = cfg.get("num_context_classes") or cfg.get("num_class_embeds")
-        if cfg.get("cross_attention_dim") is not None and not classes and NEEDS_SAMPLES & set(wanted):
+        text = cfg.get("cross_attention_dim") is not None and not model_classes(pipeline)
+        if text and options.prompts is None and NEEDS_SAMPLES & set(wanted):
             raise ConfigError(
-                f"{options.target} is a text-conditional model and eval draws no prompts: generate with "
-                "`slimdiff sample --prompt …`, then evaluate that folder of images"
+                f"{options.target} is a text-conditional model: pass --prompts FILE (one prompt per line, "
+                "or metadata .jsonl / .csv with a `text` field) to say what to draw"
             )
-        if sampling["guidance"] is not None and cfg.get("num_context_classes") is None:
+        if options.prompts is not None and not text:
+            raise ConfigError(f"--prompts is for text-conditional models; {options.target} is not one")
+        if sampling["guidance"] is not None and cfg.get("num_context_classes") is None and not text:
             raise ConfigError(
-                f"guidance {sampling['guidance']} needs a class-context model (num_context_classes); "
-                f"{options.target} has none: choose another --protocol or drop --guidance"
+                f"guidance {sampling['guidance']} needs a class-context model (num_context_classes) or a "
+                f"text model; {options.target} is neither: choose another --protocol or drop --guidance"
             )
     elif Path(options.target).is_dir():
+        if options.prompts is not None:
+            raise ConfigError("--prompts needs a model to sample; a folder of images is scored as it is")
         kind, files = "images", _folder_images(Path(options.target))
         if not files:
             raise DataError(f"{options.target} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -173,13 +187,48 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
     return replace(resolved, notes=tuple(notes), departures=tuple(departures)), pipeline
 
 
-def _class_labels(pipeline, n: int, seed: int) -> dict[str, torch.Tensor]:
-    """Uniform class labels for a class-conditional model (from their own seed: the noise stays the same)."""
-    cfg = pipeline.unet.config
-    classes = cfg.get("num_context_classes") or cfg.get("num_class_embeds")
-    if not classes:
-        return {}
-    return {"class_labels": torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed + 2))}
+def _draw_images(ev: Evaluation, skipped: dict, unreadable: list[str]) -> None:
+    """The real images (with their labels for a class model) and, for sample metrics, the evaluated ones:
+    generated with balanced labels or the prompt file, or read from the folder."""
+    o, pipeline = ev.options, ev.pipeline
+    sampled = NEEDS_SAMPLES & set(o.metrics) and pipeline is not None
+    per_image, shared, ev.labels = (
+        sampling_conditions(pipeline, o.target, o.n, o.seed, o.prompts, o.guidance is not None)
+        if sampled
+        else ({}, {}, None)
+    )
+    if ev.labels is not None:
+        try:
+            ev.real, ev.real_labels, ev.class_names = class_labelled_real(o, pipeline)
+        except SlimdiffError as why:  # the overall metrics still run on unlabelled real images
+            skipped["per-class"] = str(why)
+    if ev.real is None:
+        ev.real = held_out_images(o.data, o.size, o.n_real, seed=o.seed)
+    if not NEEDS_SAMPLES & set(o.metrics):
+        return
+    if sampled:
+        advance = ev.track("generating", o.n)
+        pipeline.set_progress_bar_config(disable=True)
+        ev.fake = generate(
+            pipeline,
+            o.n,
+            o.seed,
+            o.batch_size,
+            on_batch=lambda _, images: advance(len(images)),
+            per_image=per_image,
+            num_inference_steps=o.steps,
+            sampler=o.scheduler,
+            eta=o.eta,
+            guidance_scale=o.guidance,
+            **shared,
+        )
+    else:
+        ev.fake = load_images(o.target, o.size, o.n, o.seed, skipped=unreadable)
+    if ev.labels is None:
+        save_grid(ev.fake[:64], ev.out / "samples.png")
+    else:  # one row per class
+        save_grid(rows_by_class(ev.fake, ev.labels, model_classes(pipeline)), ev.out / "samples.png", nrow=8)
+    ev.plots["samples"] = "samples.png"
 
 
 def _no_progress(description: str, total: int) -> Callable[[int], None]:
@@ -199,30 +248,10 @@ def evaluate(
     config = {**asdict(options), "protocol_settings": get_protocol(options.protocol).to_dict()}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     ev = Evaluation(options, out, track, pipeline=pipeline)
-    wanted, unreadable = options.metrics, []
+    wanted, unreadable, skipped = options.metrics, [], {}
     if NEEDS_DATA & set(wanted):
-        ev.real = held_out_images(options.data, options.size, options.n_real, seed=options.seed)
-    if NEEDS_SAMPLES & set(wanted):
-        if pipeline is not None:
-            advance = track("generating", options.n)
-            pipeline.set_progress_bar_config(disable=True)
-            ev.fake = generate(
-                pipeline,
-                options.n,
-                options.seed,
-                options.batch_size,
-                on_batch=lambda _, images: advance(len(images)),
-                per_image=_class_labels(pipeline, options.n, options.seed),
-                num_inference_steps=options.steps,
-                sampler=options.scheduler,
-                eta=options.eta,
-                guidance_scale=options.guidance,
-            )
-        else:
-            ev.fake = load_images(options.target, options.size, options.n, options.seed, skipped=unreadable)
-        save_grid(ev.fake[:64], out / "samples.png")
-        ev.plots["samples"] = "samples.png"
-    results, skipped = {}, {}
+        _draw_images(ev, skipped, unreadable)
+    results = {}
     for name in wanted:
         try:
             results.update(RUNNERS[name](ev))
@@ -230,8 +259,22 @@ def evaluate(
             skipped[name] = str(why)
         except (SlimdiffError, RuntimeError, OSError) as error:  # one metric failing must not lose the rest
             skipped[name] = f"failed: {type(error).__name__}: {str(error).splitlines()[0]}"
+    if ev.real_labels is not None:
+        ev.per_class = per_class_scores(
+            ev.real,
+            ev.real_labels,
+            ev.fake,
+            ev.labels,
+            ev.class_names,
+            metrics=wanted,
+            features=ev.features if "fake" in ev.features else None,
+            seed=options.seed,
+            cutoff=options.cutoff,
+        )
+        ev.tables["Per class"] = per_class_table(ev.per_class)
     ev.report = {
         "results": results,
+        "per_class": ev.per_class,
         "skipped": skipped,
         "unreadable": unreadable,
         "plots": ev.plots,
@@ -242,41 +285,3 @@ def evaluate(
     (out / "metrics.json").write_text(json.dumps(ev.report, indent=2) + "\n")
     (out / "summary.md").write_text(summary(options, results, skipped, ev.plots, ev.tables, unreadable))
     return ev
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} → {"a.b": 1}; lists (per-bucket tables) are left out."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        elif not isinstance(value, list):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def summary(
-    options: EvalOptions, results: dict, skipped: dict, plots: dict, tables: dict, unreadable: list[str]
-) -> str:
-    lines = [f"# Evaluation of `{options.target}`", "", f"- data: `{options.data}`"]
-    lines += [
-        f"- protocol: {options.protocol}"
-        + (f" (departures: {'; '.join(options.departures)})" if options.departures else "")
-    ]
-    if options.kind == "model":
-        lines += [
-            f"- sampling: {options.scheduler}, {options.steps} steps, η {options.eta}, guidance {options.guidance}"
-        ]
-    lines += [f"- images: {options.n} evaluated, {options.n_real} real, {options.size}²"]
-    lines += [f"- note: {note}" for note in options.notes]
-    if unreadable:
-        lines.append(f"- unreadable files skipped: {len(unreadable)}")
-    lines += ["", "| metric | value |", "|---|---|"]
-    for key, value in flatten(results).items():
-        lines.append(f"| {key} | {value:.6g} |" if isinstance(value, float) else f"| {key} | {value} |")
-    for title, rows in tables.items():
-        lines += ["", f"{title}:", "", *rows]
-    if skipped:
-        lines += ["", "Not computed:", ""] + [f"- **{name}**: {why}" for name, why in skipped.items()]
-    lines += [""] + [f"![{name}]({file})" for name, file in plots.items()]
-    return "\n".join(lines) + "\n"

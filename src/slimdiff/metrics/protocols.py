@@ -27,7 +27,7 @@ class Protocol:
     eta: float = 0.0  # DDIM's η (0: deterministic); ignored by the other solvers
     n: int = 1000  # generated images
     n_real: int | None = None  # real images (None: as n)
-    guidance: float | None = None  # classifier-free guidance w for class-conditional models (uniform labels)
+    guidance: float | None = None  # classifier-free guidance w for class-conditional models (balanced labels)
     source: str = ""  # where the setting comes from
 
     def to_dict(self) -> dict:
@@ -87,7 +87,7 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         Protocol(
             "ldm-cin",
-            "ImageNet 256, class-conditional: guidance w = 3.0, uniform labels, DDIM 250 steps, η = 0, 50k vs 50k",
+            "ImageNet 256, class-conditional: guidance w = 3.0, balanced labels, DDIM 250 steps, η = 0, 50k vs 50k",
             "ddim",
             250,
             0.0,

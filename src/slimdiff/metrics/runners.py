@@ -40,6 +40,10 @@ class Evaluation:
     features: dict[str, Tensor] = field(default_factory=dict)  # Inception features, shared by FID and KID
     tables: dict[str, list[str]] = field(default_factory=dict)  # extra markdown tables for summary.md
     eps_spectrum: EpsSpectrum | None = None
+    labels: Tensor | None = None  # class of each evaluated image (class-conditional models)
+    real_labels: Tensor | None = None  # class of each real image, in the model's numbering
+    class_names: list[str] = field(default_factory=list)
+    per_class: dict[str, dict] = field(default_factory=dict)  # per-class scores (see metrics.conditional)
     report: dict = field(default_factory=dict)  # what metrics.json holds, once the metrics have run
 
     @property

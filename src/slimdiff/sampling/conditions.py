@@ -3,6 +3,7 @@ name (the run's `class_names.json`), and prompts encoded by the text encoder sav
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -56,3 +57,25 @@ def prompt_embeddings(
     model learned with classifier-free guidance dropout."""
     embeds = encoder([prompt, negative])
     return embeds[:1], embeds[1:]
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a file: one per line (.txt; blank lines skipped), or the `text` field of each line of a
+    .jsonl / column of a .csv (the Hugging Face image-folder metadata convention)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"prompt file {path} does not exist")
+    if path.suffix == ".jsonl":
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} is not JSON lines: {error}") from None
+        prompts = [row.get("text") if isinstance(row, dict) else None for row in rows]
+    elif path.suffix == ".csv":
+        with path.open(newline="") as f:
+            prompts = [row.get("text") for row in csv.DictReader(f)]
+    else:
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts or any(not isinstance(p, str) for p in prompts):
+        raise ConfigError(f"{path} holds no prompts, or a row without a `text` value")
+    return prompts

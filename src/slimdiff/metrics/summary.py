@@ -1,0 +1,39 @@
+"""summary.md of an evaluation: its settings, one row per number, the extra tables and the plots."""
+
+from __future__ import annotations
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} → {"a.b": 1}; lists (per-bucket tables) are left out."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif not isinstance(value, list):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def summary(options, results: dict, skipped: dict, plots: dict, tables: dict, unreadable: list[str]) -> str:
+    lines = [f"# Evaluation of `{options.target}`", "", f"- data: `{options.data}`"]
+    lines += [
+        f"- protocol: {options.protocol}"
+        + (f" (departures: {'; '.join(options.departures)})" if options.departures else "")
+    ]
+    if options.kind == "model":
+        lines += [
+            f"- sampling: {options.scheduler}, {options.steps} steps, η {options.eta}, guidance {options.guidance}"
+        ]
+    lines += [f"- images: {options.n} evaluated, {options.n_real} real, {options.size}²"]
+    lines += [f"- note: {note}" for note in options.notes]
+    if unreadable:
+        lines.append(f"- unreadable files skipped: {len(unreadable)}")
+    lines += ["", "| metric | value |", "|---|---|"]
+    for key, value in flatten(results).items():
+        lines.append(f"| {key} | {value:.6g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    for title, rows in tables.items():
+        lines += ["", f"{title}:", "", *rows]
+    if skipped:
+        lines += ["", "Not computed:", ""] + [f"- **{name}**: {why}" for name, why in skipped.items()]
+    lines += [""] + [f"![{name}]({file})" for name, file in plots.items()]
+    return "\n".join(lines) + "\n"
