@@ -72,6 +72,13 @@ def test_class_conditional_export(tmp_path, tiny_condition_unet):
     assert relative_error(unet, onnx_unet, batch=3) <= 1e-4
 
 
+def test_text_conditional_export(tmp_path, tiny_condition_unet):
+    unet = tiny_condition_unet(seed=2, classes=None)
+    onnx_unet = OnnxUNet(export_onnx(unet, tmp_path / ONNX_FILE), unet.config)
+    assert onnx_unet.input_names == ["sample", "timestep", "encoder_hidden_states"]
+    assert relative_error(unet, onnx_unet, batch=3) <= 1e-4
+
+
 def test_export_to_diffusers_round_trip(tmp_path, tiny_pipeline, tiny_unet, assert_same_pipeline):
     tiny_pipeline(tiny_unet(seed=5)).save_pretrained(tmp_path / "model")
     tiny_unet(seed=5).save_pretrained(tmp_path / "bare")
