@@ -129,8 +129,8 @@ class _Replay:
 class Context:
     """What every evaluation of one data set shares: held-out images, the teacher and its cached predictions."""
 
-    def __init__(self, s: Settings, data: str, results: Path, work: Path):
-        self.s, self.data, self.results, self.work = s, data, results, work
+    def __init__(self, s: Settings, data: str, results: Path, work: Path, claims: Path):
+        self.s, self.data, self.results, self.work, self.claims = s, data, results, work, claims
         self.eps_images = held_out_images(DATA[data], 32, s.eps_images, seed=s.eval_seed)
         self.real = held_out_images(DATA[data], 32, s.samples, seed=s.eval_seed + 1000)
         self.teacher = teacher_dir(s, data, work)
@@ -147,6 +147,16 @@ class Context:
         )
 
     def teacher_record(self) -> dict:
+        """The teacher's metrics and its recorded ε̂, computed by one process while the others wait."""
+        name = f"teacher-{self.data}"
+        while not claim(self.claims, name):
+            time.sleep(30)
+        try:
+            return self._teacher_record()
+        finally:
+            release(self.claims, name)
+
+    def _teacher_record(self) -> dict:
         path = self.results / "runs" / f"{self.data}-teacher.json"
         cache = self.work / f"teacher-{self.data}-eps.pt"
         if path.is_file() and cache.is_file():
@@ -215,17 +225,16 @@ class Study:
         self.contexts: dict[str, Context] = {}
 
     def context(self, data: str) -> Context:
-        """The data set's context; its teacher is trained and evaluated by one process while others wait."""
+        """The data set's context; its teacher is trained by one process while the others wait (students
+        train while the teacher's own evaluation runs)."""
         if data not in self.contexts:
-            name = f"teacher-{data}"
+            name = f"teacher-{data}-training"
             while not claim(self.claims, name):
                 time.sleep(30)
             try:
-                context = Context(self.s, data, self.results, self.work)
-                context.teacher_record()
+                self.contexts[data] = Context(self.s, data, self.results, self.work, self.claims)
             finally:
                 release(self.claims, name)
-            self.contexts[data] = context
         return self.contexts[data]
 
     def do_run(self, run: Run) -> dict:
