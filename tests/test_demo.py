@@ -38,3 +38,18 @@ def test_demo_writes_a_complete_report(tmp_path, tiny_teacher_folder):
         assert Image.open(folder / picture).size[0] > 50
     assert (folder / "report.html").read_text().count("<img") == 6
     assert (tmp_path / "demo" / "student" / "model" / "unet" / "config.json").is_file()
+    assert "positions:\n  - output\n" in (tmp_path / "demo" / "student" / "config.yaml").read_text()
+
+
+def test_demo_refuses_unknown_positions_before_touching_its_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from slimdiff.cli import app
+
+    (tmp_path / "demo" / "student").mkdir(parents=True)
+    (tmp_path / "demo" / "student" / "keep.txt").write_text("earlier run")
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(tmp_path / "demo"), "--positions", "output,feat-up9"]
+    )
+    assert result.exit_code == 2 and "feat-up9" in result.output and "feat-up1" in result.output
+    assert (tmp_path / "demo" / "student" / "keep.txt").read_text() == "earlier run"

@@ -19,6 +19,10 @@ def demo_command(
         1500, min=1, max=1_000_000, help="steps, when a teacher is trained here"
     ),
     student_steps: int = typer.Option(800, min=1, max=1_000_000, help="distillation steps for the student"),
+    positions: str = typer.Option(
+        "output",
+        help="distillation positions, comma-separated, from output, feat-up1, feat-up2, feat-down4",
+    ),
     baseline: bool = typer.Option(True, help="also train the student without a teacher, for comparison"),
     samples: int = typer.Option(256, min=8, max=50_000, help="images sampled per model for the metrics"),
     sample_steps: int = typer.Option(100, min=1, max=1000, help="DDIM steps per sample"),
@@ -34,16 +38,17 @@ def demo_command(
     from slimdiff.demo import DemoSettings, run_demo
 
     check_out_folder(out, overwrite=True)  # a re-run replaces its own earlier outputs
-    settings = DemoSettings(
-        out=out,
-        teacher=teacher,
-        teacher_steps=teacher_steps,
-        student_steps=student_steps,
-        baseline=baseline,
-        samples=samples,
-        sample_steps=sample_steps,
-        eta=eta,
-        seed=seed,
-    )
     with user_errors():
+        settings = DemoSettings(
+            out=out,
+            teacher=teacher,
+            teacher_steps=teacher_steps,
+            student_steps=student_steps,
+            positions=tuple(p.strip() for p in positions.split(",") if p.strip()),
+            baseline=baseline,
+            samples=samples,
+            sample_steps=sample_steps,
+            eta=eta,
+            seed=seed,
+        )
         run_demo(settings, console)
