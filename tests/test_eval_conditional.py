@@ -118,7 +118,7 @@ def test_eval_of_a_class_model_scores_every_class(texture_model, tmp_path):
     assert all("swd" in c and "spectrum_error" in c for c in report["per_class"].values())
     assert "| brick |" in (tmp_path / "e" / "summary.md").read_text()
     with Image.open(tmp_path / "e" / "samples.png") as grid:  # one row per class
-        assert grid.size == (8 * 18 + 2, 3 * 18 + 2)
+        assert grid.size == (3 * (8 * 18 + 2), 3 * (3 * 18 + 2))  # 16² images shown 3× larger
 
 
 def test_per_class_is_skipped_with_the_reason_when_the_classes_do_not_fit(
@@ -146,6 +146,11 @@ def test_guidance_sweep_is_one_table_and_each_scale_is_its_own_evaluation(textur
     sweep = json.loads((tmp_path / "sweep" / "metrics.json").read_text())["sweep"]
     assert [row["guidance"] for row in sweep] == [0.0, 1.0, 3.0]
     assert "macs" in sweep[0]["results"] and "macs" not in sweep[1]["results"]  # model-only metrics once
+    assert [row["departures"][0].split(" (")[0] for row in sweep] == [
+        "guidance 0",
+        "guidance 1",
+        "guidance 3",
+    ]
     table = (tmp_path / "sweep" / "summary.md").read_text()
     assert all(f"| {w} |" in table for w in ("0", "1", "3"))
     single = _eval(texture_model, tmp_path / "one", "--guidance", "1")

@@ -224,10 +224,12 @@ def _draw_images(ev: Evaluation, skipped: dict, unreadable: list[str]) -> None:
         )
     else:
         ev.fake = load_images(o.target, o.size, o.n, o.seed, skipped=unreadable)
+    upscale = max(1, 48 // o.size)  # small images shown at ≥ 48 px
     if ev.labels is None:
-        save_grid(ev.fake[:64], ev.out / "samples.png")
+        save_grid(ev.fake[:64], ev.out / "samples.png", upscale=upscale)
     else:  # one row per class
-        save_grid(rows_by_class(ev.fake, ev.labels, model_classes(pipeline)), ev.out / "samples.png", nrow=8)
+        shown = rows_by_class(ev.fake, ev.labels, model_classes(pipeline))
+        save_grid(shown, ev.out / "samples.png", nrow=8, upscale=upscale)
     ev.plots["samples"] = "samples.png"
 
 

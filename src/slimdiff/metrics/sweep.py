@@ -10,6 +10,7 @@ from pathlib import Path
 
 from slimdiff.errors import ConfigError
 from slimdiff.metrics.evaluate import NEEDS_SAMPLES, EvalOptions, evaluate
+from slimdiff.metrics.protocols import get_protocol
 
 
 def parse_scales(text: str) -> list[float]:
@@ -48,7 +49,10 @@ def evaluate_sweep(
         if not metrics:
             break
         report = evaluate(
-            replace(options, guidance=scale, metrics=metrics), out / folder_name(scale), pipeline, track=track
+            replace(options, guidance=scale, metrics=metrics, departures=_departures(options, scale)),
+            out / folder_name(scale),
+            pipeline,
+            track=track,
         ).report
         rows.append({"guidance": scale, "folder": folder_name(scale), **report})
     sweep = {"sweep": rows, "target": options.target, "data": options.data}
@@ -56,6 +60,15 @@ def evaluate_sweep(
     (out / "metrics.json").write_text(json.dumps(sweep, indent=2) + "\n")
     (out / "summary.md").write_text(sweep_summary(options, rows))
     return sweep
+
+
+def _departures(options: EvalOptions, scale: float) -> tuple[str, ...]:
+    """The options' departures from their protocol, with this scale's guidance in place of the first's."""
+    published = get_protocol(options.protocol)
+    kept = tuple(d for d in options.departures if not d.startswith("guidance "))
+    if scale == published.guidance:
+        return kept
+    return (f"guidance {scale:g} (protocol {published.name}: {published.guidance})", *kept)
 
 
 def sweep_summary(options: EvalOptions, rows: list[dict]) -> str:
