@@ -149,9 +149,9 @@ def _gradient(dtype, top: float) -> np.ndarray:
 @pytest.mark.parametrize(
     ("make", "expected_max"),
     [
-        (lambda: Image.fromarray(_gradient(np.uint16, 65535), mode="I;16"), 255),
-        (lambda: Image.fromarray(_gradient(np.int32, 65535), mode="I"), 255),
-        (lambda: Image.fromarray(_gradient(np.float32, 1.0), mode="F"), 255),
+        (lambda: Image.fromarray(_gradient(np.uint16, 65535)), 255),
+        (lambda: Image.fromarray(_gradient(np.int32, 65535)), 255),
+        (lambda: Image.fromarray(_gradient(np.float32, 1.0)), 255),
         (lambda: Image.fromarray(_gradient(np.uint8, 255)).convert("CMYK"), 255),
     ],
     ids=["16-bit", "32-bit int", "32-bit float", "CMYK"],
@@ -178,7 +178,7 @@ def test_transparency_is_composited_on_white_not_dropped():
 def test_bad_and_tiny_images_in_a_folder(tmp_path):
     from slimdiff.data.datasets import make_dataset
 
-    Image.fromarray(_gradient(np.uint16, 65535), mode="I;16").save(tmp_path / "deep.png")
+    Image.fromarray(_gradient(np.uint16, 65535)).save(tmp_path / "deep.png")
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "tiny.png")
     Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(tmp_path / "tiny2.png")
     dataset = make_dataset(str(tmp_path), 16)

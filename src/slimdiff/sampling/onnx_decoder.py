@@ -64,7 +64,9 @@ def export_decoder(vae: nn.Module, path: str | Path, latent_hw: tuple[int, int])
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
-            DecoderStep(vae.eval()),
+            DecoderStep(
+                vae
+            ).eval(),  # the wrapper as well: torch.onnx warns on a module left in training mode
             (decoder_inputs(vae, latent_hw),),
             dynamo=True,
             input_names=["latents"],
