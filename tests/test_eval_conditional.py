@@ -225,3 +225,26 @@ def test_prompt_files_in_three_formats_and_bad_ones(tmp_path):
     ):
         with pytest.raises(ConfigError, match=message):
             read_prompts(tmp_path / name)
+
+
+def test_a_class_embedding_table_keeps_its_last_row_for_no_class(tmp_path, tiny_pipeline, tiny_unet):
+    from slimdiff.metrics.conditional import model_classes, sampling_conditions
+
+    pipe = tiny_pipeline(tiny_unet(num_class_embeds=4))
+    pipe.save_pretrained(tmp_path / "m")
+    assert model_classes(pipe, str(tmp_path / "m")) == 4  # a foreign table without names: every row a class
+    (tmp_path / "m" / "class_names.json").write_text(
+        json.dumps(["a", "b", "c"])
+    )  # slimdiff's: 3 + "no class"
+    _, _, labels = sampling_conditions(pipe, str(tmp_path / "m"), 9, seed=0)
+    assert model_classes(pipe, str(tmp_path / "m")) == 3 and sorted(labels.tolist()) == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]

@@ -27,9 +27,17 @@ def balanced_labels(n: int, classes: int, seed: int) -> Tensor:
     return (torch.arange(n) % classes)[order]
 
 
-def model_classes(pipeline) -> int | None:
+def model_classes(pipeline, model: str | None = None) -> int | None:
+    """The number of real classes of a class-conditional model (None otherwise). A class-context table's
+    "no class" row is not counted; for a `num_class_embeds` table (whose last row slimdiff's training keeps
+    as "no class") the saved class names decide, and a foreign model without them uses every row."""
     cfg = pipeline.unet.config
-    return cfg.get("num_context_classes") or cfg.get("num_class_embeds") or None
+    if cfg.get("num_context_classes"):
+        return cfg["num_context_classes"]
+    if not cfg.get("num_class_embeds"):
+        return None
+    names = class_names(model) if model is not None else None
+    return len(names) if names else cfg["num_class_embeds"]
 
 
 @torch.no_grad()
@@ -39,7 +47,7 @@ def sampling_conditions(
     """(per-image inputs, inputs shared by every call, class labels or None) for `n` samples of `pipeline`:
     balanced labels for a class model; for a text model the prompts of the file `prompts` in turn (image i
     gets prompt i mod P), with the empty prompt as the negative when `guided`."""
-    classes = model_classes(pipeline)
+    classes = model_classes(pipeline, model)
     if classes:
         labels = balanced_labels(n, classes, seed)
         return {"class_labels": labels}, {}, labels
@@ -61,7 +69,7 @@ def class_labelled_real(options, pipeline) -> tuple[Tensor, Tensor, list[str]]:
     images, labels, names = labelled_held_out(
         options.data, options.size, options.n_real, options.seed, options.label_column
     )
-    classes, saved = model_classes(pipeline), class_names(options.target)
+    classes, saved = model_classes(pipeline, options.target), class_names(options.target)
     if len(names) != classes:
         raise DataError(f"{options.data} has {len(names)} classes, the model {classes}: no per-class metrics")
     if saved is not None and saved != names:

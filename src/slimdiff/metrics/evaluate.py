@@ -141,7 +141,7 @@ def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
             raise ConfigError(f"the model makes {model_size}² images; drop --size or set it to {model_size}")
         size, n = model_size, n or protocol.n
         cfg = pipeline.unet.config
-        text = cfg.get("cross_attention_dim") is not None and not model_classes(pipeline)
+        text = cfg.get("cross_attention_dim") is not None and not model_classes(pipeline, options.target)
         if text and options.prompts is None and NEEDS_SAMPLES & set(wanted):
             raise ConfigError(
                 f"{options.target} is a text-conditional model: pass --prompts FILE (one prompt per line, "
@@ -228,7 +228,7 @@ def _draw_images(ev: Evaluation, skipped: dict, unreadable: list[str]) -> None:
     if ev.labels is None:
         save_grid(ev.fake[:64], ev.out / "samples.png", upscale=upscale)
     else:  # one row per class
-        shown = rows_by_class(ev.fake, ev.labels, model_classes(pipeline))
+        shown = rows_by_class(ev.fake, ev.labels, model_classes(pipeline, o.target))
         save_grid(shown, ev.out / "samples.png", nrow=8, upscale=upscale)
     ev.plots["samples"] = "samples.png"
 
