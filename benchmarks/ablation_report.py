@@ -146,7 +146,10 @@ def paired_table(
                 cells.append("—")
                 continue
             mark = "✓" if d["high"] < 0 else "✗" if d["low"] > 0 else ""
-            t_value = lookup(teacher["metrics"], m) if teacher else None
+            # the teacher's distance to itself is 0: the gap of an ε−teacher metric is Lite's value
+            t_value = (
+                0.0 if m.startswith("eps_teacher") else lookup(teacher["metrics"], m) if teacher else None
+            )
             closed = gap_closed(a, b, t_value)
             cells.append(
                 f"{_g(d['mean'], 2)} [{_g(d['low'], 2)}, {_g(d['high'], 2)}] {mark} ({_pct(closed['mean'])})"
