@@ -121,8 +121,8 @@ def test_gap_closed_is_the_share_of_lite_to_teacher():
     assert math.isnan(teacher_worse["mean"])  # a teacher worse than Lite leaves no gap to close
 
 
-def _record(arm: str, seed, value: float) -> dict:
-    return {"arm": arm, "seed": seed, "group": "textures", "metrics": {"eps": {"high": value}}}
+def _record(arm: str, seed, value: float, key: str = "eps") -> dict:
+    return {"arm": arm, "seed": seed, "group": "textures", "metrics": {key: {"high": value}}}
 
 
 def test_tables_mark_differences_beyond_the_seed_spread():
@@ -138,3 +138,11 @@ def test_tables_mark_differences_beyond_the_seed_spread():
     wg_row = next(row for row in paired if row.startswith("| +WG"))
     assert "✓" in sd_row and "(+54%)" in sd_row  # (1.0 − 0.51) / (1.0 − 0.1) = 0.544
     assert "✓" not in wg_row and "✗" not in wg_row
+
+
+def test_the_gap_of_a_distance_to_the_teacher_is_the_baseline_value():
+    runs = [_record("Lite", s, v, key="eps_teacher") for s, v in enumerate((1.0, 1.1, 0.9))]
+    runs += [_record("SD", s, v, key="eps_teacher") for s, v in enumerate((0.5, 0.55, 0.45))]
+    teacher = {"arm": "teacher", "seed": None, "metrics": {}}  # the teacher records no distance to itself
+    paired = ablation_report.paired_table(runs, ["Lite", "SD"], teacher, metrics={"eps_teacher.high": "x"})
+    assert "(+50%)" in next(row for row in paired if row.startswith("| SD"))  # (1.0 − 0.5) / (1.0 − 0)
