@@ -34,16 +34,20 @@ def folder_classes(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]
     return [index[p.relative_to(root).parts[0]] for p in paths], names
 
 
+def metadata_rows(path: Path) -> list:
+    """The rows of a .jsonl (one JSON value per line) or .csv (dicts by header) metadata file."""
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _read_metadata(root: Path) -> dict[str, str]:
     for name in METADATA_FILES:
         path = root / name
         if not path.is_file():
             continue
-        if name.endswith(".jsonl"):
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        else:
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+        rows = metadata_rows(path)
         if rows and not {"file_name", "text"} <= set(rows[0]):
             raise DataError(f"{path} needs the columns file_name and text, got {', '.join(rows[0])}")
         return {str(row["file_name"]): str(row["text"]) for row in rows}

@@ -258,21 +258,30 @@ def _looks_like_hf_dir(path: Path) -> bool:
     return any((path / m).exists() for m in markers) or any(next(path.glob(g), None) for g in tables)
 
 
+def draw_items(
+    source: str, size: int, n: int, seed: int = 0, skipped: list[str] | None = None, **options
+) -> tuple[list, Dataset]:
+    """`n` items of `source` for metrics, and the dataset they came from: a seeded random subset of a folder /
+    HF set (error if it holds fewer than n readable ones), or the first n crops of a built-in set. `options` go
+    to `make_dataset` (conditioning="class": items are (image, label)). Unreadable files are skipped; their
+    names are appended to `skipped` when a list is given."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if skipped is not None else "default")
+        length = n if source.startswith("builtin:") else None
+        dataset = make_dataset(source, size, seed=seed, length=length, **options)
+        if len(dataset) < n:
+            raise DataError(f"{source} holds {len(dataset)} readable images, fewer than the {n} requested")
+        items = [dataset[int(i)] for i in _subset(len(dataset), n, seed)]
+    if skipped is not None:
+        skipped.extend(dataset.skipped)
+    return items, dataset
+
+
 def load_images(
     source: str, size: int, n: int, seed: int = 0, skipped: list[str] | None = None
 ) -> torch.Tensor:
-    """`n` images (n, 3, size, size) in [-1, 1] from `source`, for metrics: a seeded random subset of a
-    folder / HF set (error if it holds fewer than n readable ones), or the first n crops of a built-in set.
-    Unreadable files are skipped; their names are appended to `skipped` when a list is given."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if skipped is not None else "default")
-        dataset = make_dataset(source, size, seed=seed, length=n if source.startswith("builtin:") else None)
-        if len(dataset) < n:
-            raise DataError(f"{source} holds {len(dataset)} readable images, fewer than the {n} requested")
-        images = torch.stack([dataset[int(i)] for i in seeded_subset(len(dataset), n, seed)])
-    if skipped is not None:
-        skipped.extend(dataset.skipped)
-    return images
+    """`n` images (n, 3, size, size) in [-1, 1] from `source` (see `draw_items`)."""
+    return torch.stack(draw_items(source, size, n, seed, skipped)[0])
 
 
 def held_out_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -282,16 +291,10 @@ def held_out_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tens
     return load_images(source, size, n, seed=seed + 1)
 
 
-def seeded_subset(total: int, n: int, seed: int) -> np.ndarray:
+def _subset(total: int, n: int, seed: int) -> np.ndarray:
     if n == total:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
-__all__ = [
-    "FolderDataset",
-    "HFDataset",
-    "held_out_images",
-    "load_images",
-    "make_dataset",
-]
+__all__ = ["FolderDataset", "HFDataset", "draw_items", "held_out_images", "load_images", "make_dataset"]

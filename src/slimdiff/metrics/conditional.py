@@ -5,15 +5,14 @@ each class's samples against that class's real images."""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
-from slimdiff.data.datasets import make_dataset, seeded_subset
+from slimdiff.data.datasets import draw_items
 from slimdiff.errors import DataError
 from slimdiff.metrics import fid
 from slimdiff.metrics.spectrum import spectrum_error
+from slimdiff.metrics.summary import SCORE_COLUMNS, score_cell
 from slimdiff.metrics.swd import swd
 from slimdiff.sampling.conditions import class_names, read_prompts, text_encoder_of
 
@@ -86,20 +85,9 @@ def labelled_held_out(
     """(images, labels, class names) of the `n` held-out real images of `source` — the images
     `held_out_images(source, size, n, seed)` returns, in the same order. Raises DataError when the source
     has no classes (e.g. a folder without class subfolders)."""
-    builtin = source.startswith("builtin:")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unreadable files: already counted by the unlabelled draw
-        dataset = make_dataset(
-            source,
-            size,
-            seed=seed + 1,
-            length=n if builtin else None,
-            conditioning="class",
-            label_column=label_column,
-        )
-    if len(dataset) < n:
-        raise DataError(f"{source} holds {len(dataset)} readable images, fewer than the {n} requested")
-    items = [dataset[int(i)] for i in seeded_subset(len(dataset), n, seed + 1)]
+    items, dataset = draw_items(
+        source, size, n, seed + 1, skipped=[], conditioning="class", label_column=label_column
+    )  # seed + 1: the held-out rule of `held_out_images`; unreadable files were counted by that draw
     images = torch.stack([image for image, _ in items])
     return images, torch.tensor([label for _, label in items]), list(dataset.class_names)
 
@@ -141,28 +129,15 @@ def per_class_scores(
 def per_class_table(scores: dict[str, dict]) -> list[str]:
     """Markdown rows: one per class, the columns every scored class has."""
     has = {key for entry in scores.values() for key in entry}
-    columns = [c for c in ("fid", "kid", "swd", "spectrum_error") if c in has]
-    header = ["class", "real", "generated"] + [
-        {"fid": "FID", "kid": "KID", "swd": "SWD×10³", "spectrum_error": "spectrum err low · high"}[c]
-        for c in columns
-    ]
+    columns = [c for c in SCORE_COLUMNS if c in has]
+    header = ["class", "real", "generated"] + [SCORE_COLUMNS[c] for c in columns]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in scores.items():
         cells = [name, str(entry["n_real"]), str(entry["n_fake"])]
         for column in columns:
-            cells.append(_cell(column, entry.get(column)) if "skipped" not in entry else "–")
+            cells.append(score_cell(column, entry.get(column)) if "skipped" not in entry else "–")
         rows.append("| " + " | ".join(cells) + " |")
     return rows
-
-
-def _cell(column: str, value) -> str:
-    if column == "kid":
-        return f"{value['mean']:.4g} ± {value['std']:.2g}"
-    if column == "swd":
-        return f"{value['mean']:.4g}"
-    if column == "spectrum_error":
-        return f"{value['low']:.3g} · {value['high']:.3g}"
-    return f"{value:.4g}"
 
 
 def rows_by_class(images: Tensor, labels: Tensor, classes: int, per_row: int = 8) -> Tensor:

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+# the sample scores shown as table columns (metrics.json key → header), in this order
+SCORE_COLUMNS = {"fid": "FID", "kid": "KID", "swd": "SWD×10³", "spectrum_error": "spectrum err low · high"}
+
+
+def score_cell(column: str, value) -> str:
+    """A score of metrics.json as one table cell; "–" when it was not computed."""
+    if value is None:
+        return "–"
+    if column == "kid":
+        return f"{value['mean']:.4g} ± {value['std']:.2g}"
+    if column == "swd":
+        return f"{value['mean']:.4g}"
+    if column == "spectrum_error":
+        return f"{value['low']:.3g} · {value['high']:.3g}"
+    return f"{value:.4g}"
+
 
 def flatten(tree: dict, prefix: str = "") -> dict:
     """{"a": {"b": 1}} → {"a.b": 1}; lists (per-bucket tables) are left out."""

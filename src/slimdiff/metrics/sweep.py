@@ -11,6 +11,7 @@ from pathlib import Path
 from slimdiff.errors import ConfigError
 from slimdiff.metrics.evaluate import NEEDS_SAMPLES, EvalOptions, evaluate
 from slimdiff.metrics.protocols import get_protocol
+from slimdiff.metrics.summary import SCORE_COLUMNS, score_cell
 
 
 def parse_scales(text: str) -> list[float]:
@@ -79,23 +80,15 @@ def sweep_summary(options: EvalOptions, rows: list[dict]) -> str:
         f"- sampling: {options.scheduler}, {options.steps} steps, η {options.eta}; the same noise and "
         "conditions for every scale",
         "",
-        "| w | FID | KID | SWD×10³ | spectrum err low · high | per-class SWD×10³ worst (class) |",
-        "|---|---|---|---|---|---|",
+        "| w | " + " | ".join(SCORE_COLUMNS.values()) + " | per-class SWD×10³ worst (class) |",
+        "|---|" + "---|" * (len(SCORE_COLUMNS) + 1),
     ]
     for row in rows:
-        r = row["results"]
-        kid = r.get("kid")
-        spectrum = r.get("spectrum_error")
         per_class = {name: e["swd"]["mean"] for name, e in row["per_class"].items() if "swd" in e}
         worst = max(per_class, key=per_class.get) if per_class else None
-        cells = [
-            f"{row['guidance']:g}",
-            f"{r['fid']:.4g}" if "fid" in r else "–",
-            f"{kid['mean']:.4g} ± {kid['std']:.2g}" if kid else "–",
-            f"{r['swd']['mean']:.4g}" if "swd" in r else "–",
-            f"{spectrum['low']:.3g} · {spectrum['high']:.3g}" if spectrum else "–",
-            f"{per_class[worst]:.4g} ({worst})" if worst else "–",
-        ]
+        cells = [f"{row['guidance']:g}"]
+        cells += [score_cell(column, row["results"].get(column)) for column in SCORE_COLUMNS]
+        cells.append(f"{per_class[worst]:.4g} ({worst})" if worst else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -3,12 +3,12 @@ name (the run's `class_names.json`), and prompts encoded by the text encoder sav
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import torch
 
+from slimdiff.data.conditions import metadata_rows
 from slimdiff.errors import ConfigError, ModelError
 from slimdiff.models.text_encoder import TextEncoder, load_text_encoder
 
@@ -65,15 +65,12 @@ def read_prompts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"prompt file {path} does not exist")
-    if path.suffix == ".jsonl":
+    if path.suffix in (".jsonl", ".csv"):
         try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = metadata_rows(path)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path} is not JSON lines: {error}") from None
         prompts = [row.get("text") if isinstance(row, dict) else None for row in rows]
-    elif path.suffix == ".csv":
-        with path.open(newline="") as f:
-            prompts = [row.get("text") for row in csv.DictReader(f)]
     else:
         prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts or any(not isinstance(p, str) for p in prompts):

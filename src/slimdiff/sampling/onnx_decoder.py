@@ -62,11 +62,10 @@ def export_decoder(vae: nn.Module, path: str | Path, latent_hw: tuple[int, int])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    step = DecoderStep(vae).eval()  # the wrapper as well: torch.onnx warns on a module left in training mode
     with torch.no_grad():
         program = torch.onnx.export(
-            DecoderStep(
-                vae
-            ).eval(),  # the wrapper as well: torch.onnx warns on a module left in training mode
+            step,
             (decoder_inputs(vae, latent_hw),),
             dynamo=True,
             input_names=["latents"],
