@@ -259,6 +259,17 @@ def claim(claims: Path, name: str) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def holding(claims: Path, name: str, poll_seconds: float = 30.0):
+    """Wait until no live process holds `name`, hold it for the block, then release it."""
+    while not claim(claims, name):
+        time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        release(claims, name)
+
+
 def release(claims: Path, name: str) -> None:
     path = claims / f"{name}.pid"
     if path.is_file() and path.read_text().strip() == str(os.getpid()):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import ablation_report as report
-from benchmarks.ablation import ARMS, DATA, Run, Settings, claim, clean_partial, release, write_json
+from benchmarks.ablation import ARMS, DATA, Run, Settings, clean_partial, holding, write_json
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
@@ -148,13 +148,8 @@ class Context:
 
     def teacher_record(self) -> dict:
         """The teacher's metrics and its recorded ε̂, computed by one process while the others wait."""
-        name = f"teacher-{self.data}"
-        while not claim(self.claims, name):
-            time.sleep(30)
-        try:
+        with holding(self.claims, f"teacher-{self.data}"):
             return self._teacher_record()
-        finally:
-            release(self.claims, name)
 
     def _teacher_record(self) -> dict:
         path = self.results / "runs" / f"{self.data}-teacher.json"
@@ -228,13 +223,8 @@ class Study:
         """The data set's context; its teacher is trained by one process while the others wait (students
         train while the teacher's own evaluation runs)."""
         if data not in self.contexts:
-            name = f"teacher-{data}-training"
-            while not claim(self.claims, name):
-                time.sleep(30)
-            try:
+            with holding(self.claims, f"teacher-{data}-training"):
                 self.contexts[data] = Context(self.s, data, self.results, self.work, self.claims)
-            finally:
-                release(self.claims, name)
         return self.contexts[data]
 
     def do_run(self, run: Run) -> dict:

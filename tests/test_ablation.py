@@ -44,6 +44,9 @@ def test_a_claim_is_held_against_live_processes_and_taken_over_from_dead_ones(tm
     assert ablation.claim(tmp_path, "run-b")  # its holder died: taken over
     ablation.release(tmp_path, "run-a")
     assert not (tmp_path / "run-a.pid").exists() and (tmp_path / "run-b.pid").read_text() == str(os.getpid())
+    with ablation.holding(tmp_path, "run-c", poll_seconds=0.01):
+        assert (tmp_path / "run-c.pid").read_text() == str(os.getpid())
+    assert not (tmp_path / "run-c.pid").exists()  # released after the block
 
 
 def test_the_arms_are_the_papers_grid():
