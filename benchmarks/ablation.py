@@ -61,7 +61,7 @@ class Settings:
     teacher_base: int = 56
     teacher_steps: int = 2500
     steps: int = 1000  # student steps of the main arms
-    sweep_steps: int = 500  # student steps of the λ / position sweeps
+    sweep_steps: int = 300  # student steps of the λ / position sweeps
     seeds: int = 3
     extra_seeds: int = 2  # more seeds of Lite and SD, last in the plan
     batch: int = 32
