@@ -119,14 +119,14 @@ def sweep_runs(seed: int, steps: int) -> list[Run]:
 
 def plan(s: Settings) -> list[Run]:
     """Every run of the study, most important first: Lite, +WG and SD on textures seed by seed, then +spatial
-    and +freq, one seed of the sweeps, the rest of the 2×2×2 grid, Lite vs SD on colour photos, a second sweep
-    seed, extra seeds."""
+    and +freq, one seed of the sweeps, Lite / +WG / SD on colour photos, the rest of the 2×2×2 grid (taken while
+    another process trains the photos teacher), a second sweep seed, extra seeds."""
     seeds = range(s.seeds)
     runs = [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in HEADLINE]
     runs += [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in CORE if arm not in HEADLINE]
     runs += sweep_runs(0, s.sweep_steps)
+    runs += [arm_run("photos", arm, seed, s.steps) for seed in seeds for arm in HEADLINE]
     runs += [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in GRID_REST]
-    runs += [arm_run("photos", arm, seed, s.steps) for seed in seeds for arm in ("Lite", "+WG", "SD")]
     runs += sweep_runs(1, s.sweep_steps)
     extra = range(s.seeds, s.seeds + s.extra_seeds)
     runs += [arm_run("textures", arm, seed, s.steps) for seed in extra for arm in ("Lite", "SD")]
@@ -230,9 +230,12 @@ def main() -> None:
     done = 0
     try:
         while args.max_runs is None or done < args.max_runs:
-            run = next((r for r in pending(runs, args.results) if claim(claims, r.id)), None)
+            run = next_run(runs, args.results, claims)
             if run is None:
-                break
+                if all(held_elsewhere(claims, r.id) for r in pending(runs, args.results)):
+                    break
+                time.sleep(30)  # what is left waits for a teacher another process is training
+                continue
             try:
                 record = study.do_run(run)
                 write_json(record_path(run, args.results), record)
@@ -250,13 +253,31 @@ def main() -> None:
 
 def claim(claims: Path, name: str) -> bool:
     """Take `name` for this process unless a live process holds it (a dead holder's claim is taken over)."""
-    path = claims / f"{name}.pid"
     with exclusive(claims / ".lock"):
-        holder = path.read_text().strip() if path.is_file() else ""
-        if holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder)):
+        if held_elsewhere(claims, name):
             return False
-        path.write_text(str(os.getpid()))
+        (claims / f"{name}.pid").write_text(str(os.getpid()))
         return True
+
+
+def held_elsewhere(claims: Path, name: str) -> bool:
+    path = claims / f"{name}.pid"
+    holder = path.read_text().strip() if path.is_file() else ""
+    return holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder))
+
+
+def teacher_training(data: str) -> str:
+    """The claim held while `data`'s teacher trains."""
+    return f"teacher-{data}-training"
+
+
+def next_run(runs: list[Run], results: Path, claims: Path) -> Run | None:
+    """The first pending run this process can take: no live process holds it and no other process is training
+    its data set's teacher (a spare core trains other students meanwhile). None: nothing to take now."""
+    for run in pending(runs, results):
+        if not held_elsewhere(claims, teacher_training(run.data)) and claim(claims, run.id):
+            return run
+    return None
 
 
 @contextlib.contextmanager

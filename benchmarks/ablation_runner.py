@@ -18,7 +18,16 @@ from pathlib import Path
 import torch
 
 from benchmarks import ablation_report as report
-from benchmarks.ablation import ARMS, DATA, Run, Settings, clean_partial, holding, write_json
+from benchmarks.ablation import (
+    ARMS,
+    DATA,
+    Run,
+    Settings,
+    clean_partial,
+    holding,
+    teacher_training,
+    write_json,
+)
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
@@ -223,7 +232,7 @@ class Study:
         """The data set's context; its teacher is trained by one process while the others wait (students
         train while the teacher's own evaluation runs)."""
         if data not in self.contexts:
-            with holding(self.claims, f"teacher-{data}-training"):
+            with holding(self.claims, teacher_training(data)):
                 self.contexts[data] = Context(self.s, data, self.results, self.work, self.claims)
         return self.contexts[data]
 

@@ -49,6 +49,38 @@ def test_a_claim_is_held_against_live_processes_and_taken_over_from_dead_ones(tm
     assert not (tmp_path / "run-c.pid").exists()  # released after the block
 
 
+def test_runs_whose_teacher_another_process_trains_are_skipped_until_it_is_done(tmp_path):
+    import subprocess
+
+    runs = plan(Settings(seeds=1, extra_seeds=0))
+    photos = [r for r in runs if r.data == "photos"]
+    for run in runs:
+        if run.data == "textures":
+            ablation.write_json(record_path(run, tmp_path), {"arm": run.arm, "seed": run.seed})
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (claims / f"{ablation.teacher_training('photos')}.pid").write_text(str(other.pid))
+        assert ablation.next_run(runs, tmp_path, claims) is None  # only photos left, its teacher is busy
+        assert not any(ablation.held_elsewhere(claims, r.id) for r in photos)  # so the loop waits, not stops
+    finally:
+        other.kill()
+        other.wait()
+    assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # the trainer died: taken here
+    assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # our own claim does not block us
+
+
+def test_the_photos_arms_come_before_the_rest_of_the_grid():
+    runs = plan(Settings(seeds=3))
+    first_photo = next(i for i, r in enumerate(runs) if r.data == "photos")
+    first_rest = next(i for i, r in enumerate(runs) if r.arm in ablation.GRID_REST)
+    assert first_photo < first_rest
+    assert sorted((r.arm, r.seed) for r in runs if r.data == "photos") == sorted(
+        (a, seed) for a in ("Lite", "+WG", "SD") for seed in range(3)
+    )
+
+
 def test_the_arms_are_the_papers_grid():
     lite, wg, spatial, freq, sd = (ablation.ARMS[a] for a in CORE)
     assert lite == ("tiny-lite", None) and wg == ("tiny-sd", None)
