@@ -56,6 +56,25 @@ def test_gate_starts_near_ll_pass():
     torch.testing.assert_close(torch.sigmoid(bias[1:]), torch.full((3, 16), 0.1192), atol=1e-4, rtol=0)
 
 
+def test_at_start_both_samplers_weight_a_block_as_a_checkerboard_not_average_pooling():
+    # Gates at their initial bias (W2's weight zeroed): (LL, details) = (σ(2), σ(−2)), so a block's pixels are
+    # weighted (g_LL + 3 g_d) / 2 top left and (g_LL − g_d) / 2 elsewhere.
+    g_ll, g_d = torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-2.0)).item()
+    weights = torch.tensor([[g_ll + 3 * g_d, g_ll - g_d], [g_ll - g_d, g_ll - g_d]]) / 2
+    torch.testing.assert_close(weights, torch.tensor([[0.62, 0.38], [0.38, 0.38]]), atol=5e-3, rtol=0)
+    down, up = WGDown(8), WGUp(8)
+    for module in (down, up):
+        with torch.no_grad():
+            module.gate.w2.weight.zero_()
+    x = _x()
+    expected_down = sum(weights[i, j] * x[..., i::2, j::2] for i in range(2) for j in range(2))
+    torch.testing.assert_close(down(x), expected_down)
+    y = up(x)
+    for i in range(2):
+        for j in range(2):
+            torch.testing.assert_close(y[..., i::2, j::2], weights[i, j] * x)
+
+
 def test_gate_rejects_bad_sizes():
     with pytest.raises(ValueError, match="positive"):
         WaveletGate(0)
