@@ -29,12 +29,27 @@ BASELINE = "Lite"
 
 
 def lookup(tree: Mapping, dotted: str) -> float | None:
+    """The value at a dotted path; integer parts index lists ("eps.buckets.3.high")."""
     node = tree
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
             return None
-        node = node[part]
     return float(node)
+
+
+def bucket_metrics(runs: list[Mapping], key: str = "eps_teacher", band: str = "high") -> dict[str, str]:
+    """One metric per timestep bucket of `key` (dotted path → "t a–b"), for the tables above."""
+    for run in runs:
+        if key in run["metrics"]:
+            buckets = run["metrics"][key]["buckets"]
+            return {
+                f"{key}.buckets.{i}.{band}": f"t {b['t_from']}–{b['t_to'] - 1}" for i, b in enumerate(buckets)
+            }
+    return {}
 
 
 def t_quantile(df: int, level: float = 0.95) -> float:

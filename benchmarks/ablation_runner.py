@@ -298,6 +298,12 @@ def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
         lines += report.paired_table(chosen, arms, teacher) + [""]
         lines += ["High-band ε-error against the teacher per timestep bucket (mean over seeds):", ""]
         lines += report.bucket_table(chosen, arms) + [""]
+        buckets = report.bucket_metrics(chosen)
+        lines += [
+            "The same, paired difference to Lite per bucket [95% t-interval] (share of Lite's value):",
+            "",
+        ]
+        lines += report.paired_table(chosen, arms, teacher, metrics=buckets) + [""]
         real = teacher.get("real") if teacher else None
         plots = report.plot_study(chosen, arms, teacher, real, results / group)
         lines += [f"![{p.stem}]({group}/{p.name})" for p in plots] + [""]

@@ -181,3 +181,21 @@ def test_the_gap_of_a_distance_to_the_teacher_is_the_baseline_value():
     teacher = {"arm": "teacher", "seed": None, "metrics": {}}  # the teacher records no distance to itself
     paired = ablation_report.paired_table(runs, ["Lite", "SD"], teacher, metrics={"eps_teacher.high": "x"})
     assert "(+50%)" in next(row for row in paired if row.startswith("| SD"))  # (1.0 − 0.5) / (1.0 − 0)
+
+
+def test_per_bucket_metrics_index_the_bucket_lists_and_feed_the_paired_table():
+    def record(arm, seed, late):
+        buckets = [{"t_from": 0, "t_to": 500, "high": 2.0}, {"t_from": 500, "t_to": 1000, "high": late}]
+        return {"arm": arm, "seed": seed, "metrics": {"eps_teacher": {"high": 1.0, "buckets": buckets}}}
+
+    runs = [record("Lite", s, v) for s, v in enumerate((1.0, 1.1, 0.9))]
+    runs += [record("SD", s, v) for s, v in enumerate((0.8, 0.92, 0.7))]
+    metrics = ablation_report.bucket_metrics(runs)
+    assert metrics == {"eps_teacher.buckets.0.high": "t 0–499", "eps_teacher.buckets.1.high": "t 500–999"}
+    assert ablation_report.lookup(runs[3]["metrics"], "eps_teacher.buckets.1.high") == 0.8
+    assert ablation_report.lookup(runs[3]["metrics"], "eps_teacher.buckets.2.high") is None
+    paired = ablation_report.paired_table(runs, ["Lite", "SD"], None, metrics=metrics)
+    assert paired[0] == "| arm vs Lite | t 0–499 | t 500–999 |"
+    early, late = paired[2].split(" | ")[1:3]
+    assert early.startswith("0 [0, 0]") and "✓" not in early  # identical early buckets
+    assert "✓" in late and "(+19%)" in late  # (1.0 − 0.807) / 1.0
