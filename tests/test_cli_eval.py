@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -104,6 +105,34 @@ def test_model_eval_generates_and_measures_the_model(model_dir, tmp_path):
     assert report["skipped"] == {}
     assert (out / "eps_spectrum.png").is_file() and (out / "samples.png").is_file()
     assert "| 500–999 |" in (out / "summary.md").read_text()
+
+
+def test_eps_spectrum_noises_with_the_models_own_schedule(model_dir, tmp_path):
+    from diffusers import DDPMScheduler
+
+    church = tmp_path / "church"
+    shutil.copytree(model_dir, church)
+    config = json.loads((church / "scheduler" / "scheduler_config.json").read_text())
+    DDPMScheduler.from_config({**config, "beta_end": 0.0155}).save_pretrained(church / "scheduler")
+    args = [
+        "--data",
+        "builtin:textures",
+        "-n",
+        4,
+        "--batch-size",
+        4,
+        "--buckets",
+        2,
+        "--metrics",
+        "eps-spectrum",
+    ]
+    scores = []
+    for folder in (model_dir, church):
+        assert _run(folder, *args, "--out", tmp_path / f"out-{folder.name}").exit_code == 0
+        metrics = json.loads((tmp_path / f"out-{folder.name}" / "metrics.json").read_text())
+        scores.append(metrics["results"]["eps_spectrum"]["buckets"])
+    # Same weights and x0, same noise; only ᾱ_t differs, so every bucket's error differs.
+    assert all(a["low"] != b["low"] and a["high"] != b["high"] for a, b in zip(*scores, strict=True))
 
 
 @pytest.mark.parametrize(

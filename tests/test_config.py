@@ -96,3 +96,15 @@ def test_a_command_extends_the_config_by_one_section():
     assert "extra:\n  weight: 0.5" in config.to_yaml()
     with pytest.raises(ConfigError, match="did you mean 'extra.weight'"):
         from_dict(ExtendedConfig, {"extra": {"wieght": 1}})
+
+
+def test_the_noise_schedule_end_is_range_checked_and_church_uses_its_own():
+    from pathlib import Path
+
+    with pytest.raises(ConfigError, match=r"train.beta_end must lie in \(0.0015, 1\), got 0.001"):
+        load_config(None, ["train.beta_end=0.001"])
+    root = Path(__file__).parents[1] / "configs"
+    assert {load_config(root / f"church-{kind}.yaml").train.beta_end for kind in ("ldm", "lite", "sd")} == {
+        0.0155
+    }
+    assert load_config(root / "ffhq-sd.yaml").train.beta_end == 0.0195

@@ -170,6 +170,30 @@ def test_teacher_from_local_folders_and_hub_cache_gives_identical_outputs(pair, 
         assert_same_model(teacher, model, {"sample": x_t, "timestep": t})
 
 
+def test_a_teacher_with_another_noise_schedule_is_refused_unless_the_run_uses_it(
+    pair, tmp_path, micro_config
+):
+    from slimdiff.config import Config, from_dict
+    from slimdiff.sampling.schedule import NOISE_SCHEDULE
+    from slimdiff.training.objectives import build_objective
+
+    church = tmp_path / "church"
+    pair[0].save_pretrained(church / "unet")
+    DDPMScheduler(**{**NOISE_SCHEDULE, "beta_end": 0.0155}).save_pretrained(church / "scheduler")
+
+    def objective(**train):
+        config = micro_config(tmp_path / "run", distill={"teacher": str(church)}, train=train)
+        return build_objective(from_dict(Config, config), pair[1])
+
+    with pytest.raises(
+        ModelError,
+        match=r"\(scaled_linear β 0.0015 → 0.0155, 1000 steps\) than this run's \(.*→ 0.0195, .*set train.beta_end",
+    ):
+        objective()
+    assert isinstance(objective(beta_end=0.0155), SpectralDistillation)
+    assert not load_teacher(church).training  # without a schedule to compare (e.g. for evaluation) it loads
+
+
 def test_teacher_with_other_prediction_type_or_missing_is_refused(pair, tmp_path, monkeypatch):
     _save_pipeline_folder(pair[0], tmp_path / "v", prediction="v_prediction")
     with pytest.raises(ModelError, match="v_prediction"):

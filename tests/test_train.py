@@ -200,14 +200,20 @@ class RecordingObjective(EpsilonObjective):
         return super().forward(unet, x0, x_t, t, noise)
 
 
-def test_noising_matches_diffusers_add_noise(tmp_path, micro_config):
-    from slimdiff.sampling.schedule import training_scheduler
+@pytest.mark.parametrize("beta_end", [0.0195, 0.0155])  # the LDMs' schedule, and Church's
+def test_noising_matches_diffusers_add_noise_and_the_model_keeps_the_schedule(
+    tmp_path, micro_config, beta_end
+):
+    from diffusers import DDPMScheduler
 
     recorder = RecordingObjective()
-    config = from_dict(Config, micro_config(tmp_path / "run", steps=2, every=2, train={"grad_accum": 2}))
+    train_section = {"grad_accum": 2} | ({} if beta_end == 0.0195 else {"beta_end": beta_end})
+    config = from_dict(Config, micro_config(tmp_path / "run", steps=2, every=2, train=train_section))
     train(config, make_objective=lambda unet: recorder, progress=False)
     assert len(recorder.seen) == 4  # 2 steps × 2 micro-batches
-    scheduler = training_scheduler()
+    scheduler = DDPMScheduler(**{**NOISE_SCHEDULE, "beta_end": beta_end})
+    stored = json.loads((tmp_path / "run" / "model" / "scheduler" / "scheduler_config.json").read_text())
+    assert stored["beta_end"] == beta_end and stored["beta_start"] == NOISE_SCHEDULE["beta_start"]
     for x0, x_t, t, noise in recorder.seen:
         assert x0.shape == (4, 3, 16, 16) and x0.min() >= -1 and x0.max() <= 1
         assert t.dtype == torch.long and t.min() >= 0 and t.max() < 1000

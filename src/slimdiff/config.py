@@ -1,10 +1,9 @@
 """Run configuration: YAML → dataclasses, validated before anything starts.
 
 An unknown or misspelled key is an error naming the key and the closest valid one; values are type- and
-range-checked. A `distill:` section turns a run into distillation from a teacher: the training objective is
-built from the config (`slimdiff.training.objectives.build_objective`), so a distillation config can never
-train plain ε by accident. A command that needs more settings subclasses `Config` and adds one section;
-`load_config(path, cls=MyConfig)` then validates it too.
+range-checked. A `distill:` section turns a run into distillation (`training.objectives.build_objective`), so
+a distillation config can never train plain ε by accident. A command that needs more settings subclasses
+`Config` and adds one section; `load_config(path, cls=MyConfig)` then validates it too.
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ import yaml
 
 from slimdiff.errors import ConfigError
 
-# Where distillation reads student and teacher features (README, "Distillation"): the ε prediction, after the last and the
-# second last up-sampler, after the last down-sampler.
+# Where distillation reads features (README, "Distillation"): ε, after the last / second last up-sampler, the last down.
 DISTILL_POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
 
 
@@ -83,6 +81,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     ema_decay: float = 0.999  # reached after an EMA warm-up (decay 1 − (1 + step)^(−2/3))
     mixed_precision: str = "no"  # no, fp16, bf16
+    beta_end: float = 0.0195  # end of the √β-linear noise schedule from β_start 0.0015 (LDM Church: 0.0155)
     seed: int = 0
 
     def __post_init__(self):
@@ -104,6 +103,7 @@ class TrainConfig:
             self.mixed_precision in ("no", "fp16", "bf16"),
             f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}",
         )
+        _check(0.0015 < self.beta_end < 1, f"train.beta_end must lie in (0.0015, 1), got {self.beta_end}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers import DDPMScheduler
 from torch import Tensor
 
 from slimdiff.data.latent_cache import source_fingerprint
@@ -19,7 +20,6 @@ from slimdiff.metrics.swd import swd
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import example_inputs, sample_hw
 from slimdiff.models.loading import load_unet
-from slimdiff.sampling.schedule import training_scheduler
 
 
 class Skip(Exception):
@@ -106,7 +106,7 @@ def eps_spectrum(ev: Evaluation) -> dict:
     result = eps_error_spectrum(
         unet,
         x0,
-        training_scheduler(),
+        DDPMScheduler.from_config(ev.pipeline.scheduler.config),  # the model's own noise schedule
         buckets=o.buckets,
         batch_size=o.batch_size,
         seed=o.seed,

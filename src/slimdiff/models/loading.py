@@ -9,7 +9,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from diffusers import ModelMixin, UNet2DConditionModel, UNet2DModel
+import torch
+from diffusers import DDPMScheduler, ModelMixin, UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 from slimdiff.errors import ModelError
@@ -94,35 +95,49 @@ def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
         ) from None
 
 
-def prediction_type(source: str | Path, **hub_kwargs) -> str:
-    """The prediction type stored with a model (its scheduler config), ε when none is stored."""
+def scheduler_config(source: str | Path, **hub_kwargs) -> dict:
+    """The scheduler config stored with a model; {} when none is stored (a bare UNet folder)."""
     location, subfolder = locate_unet(source, **hub_kwargs)
     if subfolder is None:
-        return "epsilon"
-    scheduler_config = Path(location) / "scheduler" / "scheduler_config.json"
-    if scheduler_config.is_file():
-        return json.loads(scheduler_config.read_text()).get("prediction_type", "epsilon")
+        return {}
+    path = Path(location) / "scheduler" / "scheduler_config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
     if Path(location).is_dir():
-        return "epsilon"
-    from diffusers import DDPMScheduler
-
+        return {}
     try:
-        return DDPMScheduler.load_config(location, subfolder="scheduler", **hub_kwargs).get(
-            "prediction_type", "epsilon"
-        )
+        return dict(DDPMScheduler.load_config(location, subfolder="scheduler", **hub_kwargs))
     except OSError:
-        return "epsilon"
+        return {}
 
 
-def load_teacher(source: str | Path, **hub_kwargs) -> nn.Module:
+def load_teacher(source: str | Path, schedule: DDPMScheduler | None = None, **hub_kwargs) -> nn.Module:
     """Any ε-predicting diffusers UNet (slimdiff run/model folder, local diffusers folder, hub id), frozen,
-    in eval mode."""
-    predicts = prediction_type(source, **hub_kwargs)
+    in eval mode. Given the student's training `schedule`, a teacher that stores another noise schedule is
+    refused: on the student's x_t and t it would answer for a different noise level."""
+    stored = scheduler_config(source, **hub_kwargs)
+    predicts = stored.get("prediction_type", "epsilon")
     if predicts != "epsilon":
         raise ModelError(
             f"teacher {source} predicts {predicts!r}; slimdiff distils ε-prediction teachers only"
         )
+    if schedule is not None and stored:
+        theirs = DDPMScheduler.from_config(stored).alphas_cumprod
+        ours = schedule.alphas_cumprod
+        if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-4, atol=1e-7):
+            raise ModelError(
+                f"teacher {source} was trained with another noise schedule ({_schedule_name(stored)}) than this "
+                f"run's ({_schedule_name(schedule.config)}): set train.beta_end (the end of the student's "
+                "schedule) to the teacher's"
+            )
     return load_unet(source, **hub_kwargs).eval().requires_grad_(False)
+
+
+def _schedule_name(config) -> str:
+    if config.get("trained_betas") is not None:
+        return f"{len(config['trained_betas'])} stored β values"
+    beta = f"β {config.get('beta_start', 0.0001):g} → {config.get('beta_end', 0.02):g}"
+    return f"{config.get('beta_schedule', 'linear')} {beta}, {config.get('num_train_timesteps', 1000)} steps"
 
 
 def check_compatible(teacher: nn.Module, student: nn.Module) -> None:

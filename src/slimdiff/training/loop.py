@@ -94,7 +94,7 @@ def _setup(config: Config, make_objective, accelerator, log) -> tuple[TrainingRu
         "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
     )
     ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
-    ᾱ = training_scheduler().alphas_cumprod.to(accelerator.device)
+    ᾱ = training_scheduler(beta_end=tc.beta_end).alphas_cumprod.to(accelerator.device)
     run = TrainingRun(
         config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log, ᾱ
     )
@@ -251,7 +251,13 @@ def train(
     bar.close()
     if run.step == tc.steps and main:
         export_model(
-            run.unet, run.ema, run.autoencoder.model, run_dir / "model", run.conditioner, run.class_names
+            run.unet,
+            run.ema,
+            run.autoencoder.model,
+            run_dir / "model",
+            tc.beta_end,
+            run.conditioner,
+            run.class_names,
         )
         log(f"model written to {run_dir / 'model'}")
     accelerator.wait_for_everyone()

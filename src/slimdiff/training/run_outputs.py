@@ -69,8 +69,8 @@ def ema_unet(unet: nn.Module, ema) -> nn.Module:
     return copy.eval()
 
 
-def _pipeline(unet: nn.Module, vae: nn.Module | None) -> SlimDiffusionPipeline:
-    pipe = SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler(), vae=vae)
+def _pipeline(unet: nn.Module, vae: nn.Module | None, beta_end: float) -> SlimDiffusionPipeline:
+    pipe = SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler(beta_end=beta_end), vae=vae)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -78,7 +78,7 @@ def _pipeline(unet: nn.Module, vae: nn.Module | None) -> SlimDiffusionPipeline:
 def write_samples(unet: nn.Module, ema, vae: nn.Module | None, config: Config, path: Path) -> None:
     """A grid of `run.sample_count` DDIM samples from the EMA weights, from fixed noise (comparable over time)."""
     images = generate(
-        _pipeline(ema_unet(unet, ema), vae),
+        _pipeline(ema_unet(unet, ema), vae, config.train.beta_end),
         config.run.sample_count,
         seed=config.train.seed,
         batch=config.run.sample_count,
@@ -89,13 +89,19 @@ def write_samples(unet: nn.Module, ema, vae: nn.Module | None, config: Config, p
 
 
 def export_model(
-    unet: nn.Module, ema, vae: nn.Module | None, folder: Path, conditioner=None, class_names=None
+    unet: nn.Module,
+    ema,
+    vae: nn.Module | None,
+    folder: Path,
+    beta_end: float,
+    conditioner=None,
+    class_names=None,
 ) -> None:
     """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule), vae/ if any;
     a text model's tokenizer/ and text_encoder/, a class model's class_names.json."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _pipeline(ema_unet(unet, ema), vae).save_pretrained(str(tmp), safe_serialization=True)
+    _pipeline(ema_unet(unet, ema), vae, beta_end).save_pretrained(str(tmp), safe_serialization=True)
     encoder = getattr(conditioner, "text_encoder", None)
     if encoder is not None:
         encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
