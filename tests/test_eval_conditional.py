@@ -121,6 +121,39 @@ def test_eval_of_a_class_model_scores_every_class(texture_model, tmp_path):
         assert grid.size == (3 * (8 * 18 + 2), 3 * (3 * 18 + 2))  # 16² images shown 3× larger
 
 
+def test_eps_spectrum_of_a_class_model_feeds_each_real_image_its_class(texture_model, tmp_path):
+    from slimdiff.metrics.eps_spectrum import eps_error_spectrum
+    from slimdiff.sampling.pipeline import load_pipeline
+
+    result = _eval(texture_model, tmp_path / "e", "--metrics", "eps-spectrum", "--buckets", "2")
+    assert result.exit_code == 0, result.output
+    reported = json.loads((tmp_path / "e" / "metrics.json").read_text())["results"]["eps_spectrum"]
+    pipe = load_pipeline(str(texture_model))
+    x0, labels, _ = labelled_held_out("builtin:textures", 16, 12, seed=0)
+    args = dict(buckets=2, batch_size=8, seed=0)
+    right = eps_error_spectrum(pipe.unet, x0, pipe.scheduler, **args, class_labels=labels).summary()
+    wrong = eps_error_spectrum(pipe.unet, x0, pipe.scheduler, **args, class_labels=(labels + 1) % 3).summary()
+    assert reported["high"] == pytest.approx(right["high"], rel=1e-4)
+    assert reported["high"] != pytest.approx(wrong["high"], rel=1e-4)
+
+
+def test_eps_spectrum_skips_text_models_and_class_models_without_their_classes(
+    text_model, tmp_path, tiny_pipeline, tiny_condition_unet
+):
+    five = tmp_path / "five"
+    tiny_pipeline(tiny_condition_unet(classes=5, size=16)).save_pretrained(five)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("brick\n")
+    for model, extra, reason in (
+        (five, [], "needs labelled real images of its classes"),
+        (text_model, ["--prompts", str(prompts)], "text-conditional UNets are not supported"),
+    ):
+        out = tmp_path / model.name
+        assert _eval(model, out, "--metrics", "swd,eps-spectrum", *extra).exit_code == 0
+        report = json.loads((out / "metrics.json").read_text())
+        assert reason in report["skipped"]["eps-spectrum"] and "swd" in report["results"]
+
+
 def test_per_class_is_skipped_with_the_reason_when_the_classes_do_not_fit(
     texture_model, tmp_path, tiny_pipeline, tiny_condition_unet
 ):

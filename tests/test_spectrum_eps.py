@@ -44,6 +44,25 @@ def test_oracle_denoiser_has_zero_error():
     assert result.summary()["low"] < 1e-10 and result.summary()["high"] < 1e-10
 
 
+def test_class_labels_reach_the_model_batch_by_batch():
+    # Two classes of constant images; the model knows each class's image, so with the right labels it is the
+    # perfect denoiser, with swapped labels it is not.
+    means = torch.stack([torch.full((3, 16, 16), -0.5), torch.full((3, 16, 16), 0.7)])
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+    x0, alpha_bar = means[labels], SCHEDULER.alphas_cumprod
+
+    def model(x_t, t, class_labels):
+        a = alpha_bar[t].view(-1, 1, 1, 1).to(x_t.dtype)
+        return (x_t - a.sqrt() * means[class_labels]) / (1 - a).sqrt()
+
+    right = eps_error_spectrum(model, x0, SCHEDULER, buckets=2, batch_size=3, class_labels=labels)
+    assert right.power.abs().max() < 1e-10
+    wrong = eps_error_spectrum(model, x0, SCHEDULER, buckets=2, batch_size=3, class_labels=1 - labels)
+    assert (wrong.low > 1e-3).all()
+    with pytest.raises(ValueError, match="one class per image"):
+        eps_error_spectrum(model, x0, SCHEDULER, class_labels=labels[:3])
+
+
 def test_zero_model_error_spectrum_is_the_noise_spectrum():
     x0 = _images()
     result = eps_error_spectrum(

@@ -64,8 +64,8 @@ class EpsSpectrum:
         return rows
 
 
-def _predict(model: nn.Module | Callable, x_t: Tensor, t: Tensor) -> Tensor:
-    out = model(x_t, t)
+def _predict(model: nn.Module | Callable, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+    out = model(x_t, t) if labels is None else model(x_t, t, class_labels=labels)
     return getattr(out, "sample", out)  # diffusers models wrap the tensor; plain callables need not
 
 
@@ -81,13 +81,17 @@ def eps_error_spectrum(
     teacher: nn.Module | Callable | None = None,
     cutoff: float = DEFAULT_CUTOFF,
     progress: Callable[[int], None] | None = None,
+    class_labels: Tensor | None = None,
 ) -> EpsSpectrum:
     """Power spectrum of ε̂ − ε (or student − teacher) on clean `images` (N, C, H, W), per timestep bucket.
 
     `unet(x_t, t)` returns ε̂ (a tensor or an object with `.sample`); `progress(n)` is called after each
-    batch with the number of images just processed (once per bucket per batch)."""
+    batch with the number of images just processed (once per bucket per batch). Class-conditional models get
+    `class_labels` (N,), each image's class, as `class_labels=` (the teacher too)."""
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    if class_labels is not None and class_labels.shape != images.shape[:1]:
+        raise ValueError(f"class_labels must hold one class per image, got shape {tuple(class_labels.shape)}")
     if not 0 < cutoff < 1:
         raise ValueError(f"cutoff must lie in (0, 1) (a fraction of Nyquist), got {cutoff}")
     T = scheduler.config.num_train_timesteps
@@ -103,12 +107,14 @@ def eps_error_spectrum(
     g = torch.Generator().manual_seed(seed)
     ᾱ = scheduler.alphas_cumprod
     for b in range(buckets):
-        for x0 in images.split(batch_size):
+        for start in range(0, n, batch_size):
+            x0 = images[start : start + batch_size]
+            labels = None if class_labels is None else class_labels[start : start + batch_size]
             t = torch.randint(edges[b], edges[b + 1], (x0.shape[0],), generator=g)
             eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
             x_t = add_noise(x0, eps, ᾱ[t])
-            target = eps if teacher is None else _predict(teacher, x_t, t)
-            error = _predict(unet, x_t, t) - target
+            target = eps if teacher is None else _predict(teacher, x_t, t, labels)
+            error = _predict(unet, x_t, t, labels) - target
             spectra[b] += power_spectrum_2d(error).sum(dim=(0, 1))
             if progress is not None:
                 progress(x0.shape[0])

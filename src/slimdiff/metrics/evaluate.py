@@ -30,7 +30,7 @@ from slimdiff.metrics.protocols import Protocol, get_protocol
 from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
 from slimdiff.metrics.summary import summary
 from slimdiff.models.autoencoders import Autoencoder
-from slimdiff.models.inputs import sample_hw
+from slimdiff.models.inputs import condition_input, sample_hw
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import load_pipeline
@@ -197,11 +197,12 @@ def _draw_images(ev: Evaluation, skipped: dict, unreadable: list[str]) -> None:
         if sampled
         else ({}, {}, None)
     )
-    if ev.labels is not None:
-        try:
+    if pipeline is not None and condition_input(pipeline.unet.config) == "class_labels":
+        try:  # labels for the per-class scores and the class-conditional ε-error spectrum
             ev.real, ev.real_labels, ev.class_names = class_labelled_real(o, pipeline)
         except SlimdiffError as why:  # the overall metrics still run on unlabelled real images
-            skipped["per-class"] = str(why)
+            if sampled:
+                skipped["per-class"] = str(why)
     if ev.real is None:
         ev.real = held_out_images(o.data, o.size, o.n_real, seed=o.seed)
     if not NEEDS_SAMPLES & set(o.metrics):
@@ -261,7 +262,7 @@ def evaluate(
             skipped[name] = str(why)
         except (SlimdiffError, RuntimeError, OSError) as error:  # one metric failing must not lose the rest
             skipped[name] = f"failed: {type(error).__name__}: {str(error).splitlines()[0]}"
-    if ev.real_labels is not None:
+    if ev.real_labels is not None and ev.labels is not None:
         ev.per_class = per_class_scores(
             ev.real,
             ev.real_labels,

@@ -18,7 +18,7 @@ from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum, plot_
 from slimdiff.metrics.spectrum import plot_spectra, spectrum_error
 from slimdiff.metrics.swd import swd
 from slimdiff.models.autoencoders import Autoencoder
-from slimdiff.models.inputs import example_inputs, sample_hw
+from slimdiff.models.inputs import condition_input, example_inputs, sample_hw
 from slimdiff.models.loading import load_unet
 
 
@@ -94,8 +94,13 @@ def spectrum(ev: Evaluation) -> dict:
 
 def eps_spectrum(ev: Evaluation) -> dict:
     unet, o = ev.unet, ev.options
-    if unet.config.get("cross_attention_dim") is not None:
-        raise Skip("conditional UNets are not supported by eps-spectrum (it feeds no class or text context)")
+    condition = condition_input(unet.config)
+    if condition == "encoder_hidden_states":
+        raise Skip("text-conditional UNets are not supported by eps-spectrum (it feeds no text context)")
+    if condition == "class_labels" and ev.real_labels is None:
+        raise Skip(
+            "a class-conditional model needs labelled real images of its classes (--data with its classes)"
+        )
     autoencoder = Autoencoder.of(ev.pipeline.vae)
     x0 = torch.cat([autoencoder.encode(batch) for batch in ev.real.split(o.batch_size)])
     if x0.shape[1:] != (unet.config.in_channels, *sample_hw(unet.config)):
@@ -113,6 +118,7 @@ def eps_spectrum(ev: Evaluation) -> dict:
         teacher=teacher,
         cutoff=o.cutoff,
         progress=ev.track("ε-error spectrum", o.buckets * len(x0)),
+        class_labels=ev.real_labels if condition else None,
     )
     ev.eps_spectrum = result
     ev.plots["eps_spectrum"] = plot_eps_spectrum({"model": result}, ev.out / "eps_spectrum.png").name
