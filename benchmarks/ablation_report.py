@@ -26,6 +26,18 @@ METRICS = {
     "spectrum.high": "spectrum err high",
 }
 BASELINE = "Lite"
+# The paper's Table 5 (FFHQ FID, lower is better) for the same arms; its teacher (LDM) scores 5.0.
+PAPER_FID = {
+    "Lite": 17.3,
+    "+spatial": 16.6,
+    "+freq": 15.3,
+    "+WG": 14.7,
+    "spatial+freq": 12.4,
+    "WG+spatial": 12.3,
+    "WG+freq": 11.4,
+    "SD": 10.5,
+}
+PAPER_TEACHER_FID = 5.0
 
 
 def lookup(tree: Mapping, dotted: str) -> float | None:
@@ -171,6 +183,30 @@ def paired_table(
             )
         if n:
             rows.append(f"| {arm} (n={n}) | " + " | ".join(cells) + " |")
+    return rows
+
+
+def paper_table(runs: list[Mapping], teacher: Mapping | None, metrics: Mapping[str, str]) -> list[str]:
+    """The paper's arms in its order: its FID and share of the Lite → teacher gap closed beside ours (the share
+    of Lite's gap each arm closes on `metrics`, paired over seeds, [95% interval])."""
+    head = ["arm", "paper FID", "paper: gap closed", *(f"ours: {label}" for label in metrics.values())]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, fid in sorted(PAPER_FID.items(), key=lambda item: -item[1]):
+        paper = (PAPER_FID[BASELINE] - fid) / (PAPER_FID[BASELINE] - PAPER_TEACHER_FID)
+        cells = []
+        for m in metrics:
+            t_value = (
+                0.0 if m.startswith("eps_teacher") else lookup(teacher["metrics"], m) if teacher else None
+            )
+            closed = gap_closed(by_seed(runs, arm, m), by_seed(runs, BASELINE, m), t_value)
+            n = closed["n"]
+            if arm == BASELINE or not n:
+                cells.append("baseline" if n else "—")
+            else:
+                cells.append(
+                    f"{_pct(closed['mean'])} [{_pct(closed['low'])}, {_pct(closed['high'])}] (n={n})"
+                )
+        rows.append(f"| {arm} | {fid:g} | {_pct(paper)} | " + " | ".join(cells) + " |")
     return rows
 
 

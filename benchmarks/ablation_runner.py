@@ -296,6 +296,9 @@ def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
         lines += [f"## {group} ({s.steps} steps per student)", ""]
         lines += report.arm_table(chosen, arms, teacher) + [""]
         lines += report.paired_table(chosen, arms, teacher) + [""]
+        lines += ["The paper's ordering beside ours (share of the Lite → teacher gap each arm closes):", ""]
+        paper_metrics = {k: report.METRICS[k] for k in ("swd.mean", "eps_teacher.low", "eps_teacher.high")}
+        lines += report.paper_table(chosen, teacher, paper_metrics) + [""]
         lines += ["High-band ε-error against the teacher per timestep bucket (mean over seeds):", ""]
         lines += report.bucket_table(chosen, arms) + [""]
         buckets = report.bucket_metrics(chosen)

@@ -199,3 +199,16 @@ def test_per_bucket_metrics_index_the_bucket_lists_and_feed_the_paired_table():
     early, late = paired[2].split(" | ")[1:3]
     assert early.startswith("0 [0, 0]") and "✓" not in early  # identical early buckets
     assert "✓" in late and "(+19%)" in late  # (1.0 − 0.807) / 1.0
+
+
+def test_the_paper_table_puts_its_gap_closed_beside_ours():
+    runs = [_record("Lite", s, v) for s, v in enumerate((1.0, 1.1, 0.9))]
+    runs += [_record("SD", s, v) for s, v in enumerate((0.5, 0.62, 0.41))]
+    teacher = _record("teacher", None, 0.1)
+    table = ablation_report.paper_table(runs, teacher, {"eps.high": "ε high"})
+    assert table[0] == "| arm | paper FID | paper: gap closed | ours: ε high |"
+    assert [row.split(" | ")[0] for row in table[2:]][0] == "| Lite" and table[-1].startswith(
+        "| SD | 10.5 | +55% |"
+    )
+    assert "+54% [" in table[-1] and "(n=3)" in table[-1]  # (1.0 − 0.51) / (1.0 − 0.1)
+    assert next(row for row in table if row.startswith("| +WG")).endswith("| — |")  # no runs yet
