@@ -323,7 +323,7 @@ def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
         ]
     sweep = [r for r in students if r["group"] == "sweep"]
     if sweep:
-        names = list(dict.fromkeys(r["arm"] for r in sweep))
+        names = list(dict.fromkeys(r.arm for r in runs if r.group == "sweep"))  # the plan's order
         lines += [f"## Sweeps ({s.sweep_steps} steps, tiny-sd, textures; base = WG without teacher)", ""]
         lines += report.arm_table(sweep, names, teachers.get("textures")) + [""]
         lines += report.paired_table(sweep, names, teachers.get("textures"), base="WG, no teacher") + [""]
