@@ -7,8 +7,13 @@ toy experiment alike.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from diffusers import DDPMScheduler
+
+if TYPE_CHECKING:
+    from slimdiff.config import TrainConfig
 
 NOISE_SCHEDULE = {
     "num_train_timesteps": 1000,
@@ -23,6 +28,12 @@ NOISE_SCHEDULE = {
 def training_scheduler(**overrides) -> DDPMScheduler:
     """The DDPM scheduler models are trained with; samplers are built from its config."""
     return DDPMScheduler(**{**NOISE_SCHEDULE, **overrides})
+
+
+def run_scheduler(train: TrainConfig) -> DDPMScheduler:
+    """The schedule a run trains with, for training, its teacher check and the model it exports: the training
+    schedule ending at the run's `train.beta_end`."""
+    return training_scheduler(beta_end=train.beta_end)
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from slimdiff.data.order import StepSampler, micro_step_noise
 from slimdiff.data.training_set import training_set
 from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped, check_output_folder
 from slimdiff.models.autoencoders import load_autoencoder
-from slimdiff.sampling.schedule import add_noise, training_scheduler
+from slimdiff.sampling.schedule import add_noise, run_scheduler
 from slimdiff.training.checkpoint import (
     TrainingRun,
     candidates,
@@ -94,7 +94,7 @@ def _setup(config: Config, make_objective, accelerator, log) -> tuple[TrainingRu
         "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
     )
     ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
-    ᾱ = training_scheduler(beta_end=tc.beta_end).alphas_cumprod.to(accelerator.device)
+    ᾱ = run_scheduler(tc).alphas_cumprod.to(accelerator.device)
     run = TrainingRun(
         config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log, ᾱ
     )
@@ -255,7 +255,7 @@ def train(
             run.ema,
             run.autoencoder.model,
             run_dir / "model",
-            tc.beta_end,
+            run_scheduler(tc),
             run.conditioner,
             run.class_names,
         )

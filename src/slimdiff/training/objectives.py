@@ -16,7 +16,7 @@ from torch import nn
 from slimdiff.config import Config
 from slimdiff.errors import ConfigError, ModelError
 from slimdiff.models.loading import load_teacher
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.sampling.schedule import run_scheduler
 from slimdiff.training.distillation import SpectralDistillation
 
 
@@ -74,7 +74,7 @@ def build_objective(config: Config, unet: nn.Module) -> nn.Module:
     if section.teacher is None:
         raise ConfigError("the config distils but names no teacher: set distill.teacher or pass --teacher")
     try:
-        teacher = load_teacher(section.teacher, schedule=training_scheduler(beta_end=config.train.beta_end))
+        teacher = load_teacher(section.teacher, schedule=run_scheduler(config.train))
     except ModelError:
         raise  # already names the teacher and the fix
     except (OSError, ValueError) as error:

@@ -8,13 +8,14 @@ import shutil
 import time
 from pathlib import Path
 
+from diffusers import DDPMScheduler
 from torch import nn
 
 from slimdiff.config import Config
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.sampling.schedule import run_scheduler
 
 
 class RunLog:
@@ -69,8 +70,8 @@ def ema_unet(unet: nn.Module, ema) -> nn.Module:
     return copy.eval()
 
 
-def _pipeline(unet: nn.Module, vae: nn.Module | None, beta_end: float) -> SlimDiffusionPipeline:
-    pipe = SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler(beta_end=beta_end), vae=vae)
+def _pipeline(unet: nn.Module, vae: nn.Module | None, scheduler: DDPMScheduler) -> SlimDiffusionPipeline:
+    pipe = SlimDiffusionPipeline(unet=unet, scheduler=scheduler, vae=vae)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -78,7 +79,7 @@ def _pipeline(unet: nn.Module, vae: nn.Module | None, beta_end: float) -> SlimDi
 def write_samples(unet: nn.Module, ema, vae: nn.Module | None, config: Config, path: Path) -> None:
     """A grid of `run.sample_count` DDIM samples from the EMA weights, from fixed noise (comparable over time)."""
     images = generate(
-        _pipeline(ema_unet(unet, ema), vae, config.train.beta_end),
+        _pipeline(ema_unet(unet, ema), vae, run_scheduler(config.train)),
         config.run.sample_count,
         seed=config.train.seed,
         batch=config.run.sample_count,
@@ -93,7 +94,7 @@ def export_model(
     ema,
     vae: nn.Module | None,
     folder: Path,
-    beta_end: float,
+    scheduler: DDPMScheduler,
     conditioner=None,
     class_names=None,
 ) -> None:
@@ -101,7 +102,7 @@ def export_model(
     a text model's tokenizer/ and text_encoder/, a class model's class_names.json."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _pipeline(ema_unet(unet, ema), vae, beta_end).save_pretrained(str(tmp), safe_serialization=True)
+    _pipeline(ema_unet(unet, ema), vae, scheduler).save_pretrained(str(tmp), safe_serialization=True)
     encoder = getattr(conditioner, "text_encoder", None)
     if encoder is not None:
         encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
