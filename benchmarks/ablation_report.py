@@ -154,6 +154,14 @@ def arm_table(runs: list[Mapping], arms: list[str], teacher: Mapping | None, met
     return rows
 
 
+def _teacher_value(teacher: Mapping | None, metric: str) -> float | None:
+    """The teacher's end of the gap on `metric`. Its distance to itself is 0, so the gap of an ε−teacher metric
+    is the baseline's value."""
+    if metric.startswith("eps_teacher"):
+        return 0.0
+    return lookup(teacher["metrics"], metric) if teacher else None
+
+
 def paired_table(
     runs: list[Mapping], arms: list[str], teacher: Mapping | None, base: str = BASELINE, metrics=METRICS
 ) -> list[str]:
@@ -173,11 +181,7 @@ def paired_table(
                 cells.append("—")
                 continue
             mark = "✓" if d["high"] < 0 else "✗" if d["low"] > 0 else ""
-            # the teacher's distance to itself is 0: the gap of an ε−teacher metric is Lite's value
-            t_value = (
-                0.0 if m.startswith("eps_teacher") else lookup(teacher["metrics"], m) if teacher else None
-            )
-            closed = gap_closed(a, b, t_value)
+            closed = gap_closed(a, b, _teacher_value(teacher, m))
             cells.append(
                 f"{_g(d['mean'], 2)} [{_g(d['low'], 2)}, {_g(d['high'], 2)}] {mark} ({_pct(closed['mean'])})"
             )
@@ -195,10 +199,7 @@ def paper_table(runs: list[Mapping], teacher: Mapping | None, metrics: Mapping[s
         paper = (PAPER_FID[BASELINE] - fid) / (PAPER_FID[BASELINE] - PAPER_TEACHER_FID)
         cells = []
         for m in metrics:
-            t_value = (
-                0.0 if m.startswith("eps_teacher") else lookup(teacher["metrics"], m) if teacher else None
-            )
-            closed = gap_closed(by_seed(runs, arm, m), by_seed(runs, BASELINE, m), t_value)
+            closed = gap_closed(by_seed(runs, arm, m), by_seed(runs, BASELINE, m), _teacher_value(teacher, m))
             n = closed["n"]
             if arm == BASELINE or not n:
                 cells.append("baseline" if n else "—")
