@@ -71,11 +71,15 @@ def test_runs_whose_teacher_another_process_trains_are_skipped_until_it_is_done(
     assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # our own claim does not block us
 
 
-def test_the_photos_arms_come_before_the_rest_of_the_grid():
+def test_the_photos_arms_and_sd_with_a_strong_frequency_weight_come_before_the_rest_of_the_grid():
     runs = plan(Settings(seeds=3))
     first_photo = next(i for i, r in enumerate(runs) if r.data == "photos")
+    strong = [i for i, r in enumerate(runs) if r.arm == ablation.STRONG_FREQ]
     first_rest = next(i for i, r in enumerate(runs) if r.arm in ablation.GRID_REST)
-    assert first_photo < first_rest
+    assert first_photo < strong[0] and strong[-1] < first_rest
+    assert [(runs[i].seed, runs[i].lambdas, runs[i].model, runs[i].data) for i in strong] == [
+        (seed, (0.1, 1.0), "tiny-sd", "textures") for seed in range(3)
+    ]
     assert sorted((r.arm, r.seed) for r in runs if r.data == "photos") == sorted(
         (a, seed) for a in ("Lite", "+WG", "SD") for seed in range(3)
     )
@@ -86,7 +90,8 @@ def test_the_arms_are_the_papers_grid():
     assert lite == ("tiny-lite", None) and wg == ("tiny-sd", None)
     assert spatial == ("tiny-lite", (0.1, 0.0)) and freq == ("tiny-lite", (0.0, 0.1))
     assert sd == ("tiny-sd", (0.1, 0.1))
-    assert len(set(ablation.ARMS.values())) == 8  # the full 2 × 2 × 2
+    grid = [ablation.ARMS[a] for a in CORE + ablation.GRID_REST]
+    assert len(set(grid)) == 8  # the full 2 × 2 × 2
 
 
 def test_sweeps_vary_one_setting_at_a_time_and_share_the_default_run():
