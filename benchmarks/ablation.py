@@ -5,8 +5,9 @@ the WG × spatial × frequency grid, plus reduced-budget sweeps of λ_s, λ_f an
 
 Start it once per core you can spare (each process has one thread): the processes share the plan, each claims
 the next run nobody holds (outputs/ablation/claims/), and the teacher is trained by one while the others wait.
-`--data photos` takes only one data set's runs; `--threads 2` gives a process both cores (a lone teacher trains
-1.6× faster; measured 2.58 → 1.60 s per step).
+`--data photos` takes only one data set's runs; `--teacher-threads 2` gives a process both cores while it trains
+and evaluates a teacher (1.6× faster per step: 2.58 → 1.60 s) and one thread afterwards — start the other worker
+with `--data` of the same set and it waits for the teacher instead of competing for the cores.
 
 One teacher per data set (tiny-teacher at base width 56: 4.96M params, 12.9× tiny-sd's 0.38M and 12.1×
 tiny-lite's 0.41M — the paper's LDM/SD ratio is 13.0×) is trained first. Every student run of a seed sees
@@ -204,7 +205,10 @@ def main() -> None:
     parser.add_argument("--no-commit", action="store_true", help="do not git-commit the results")
     parser.add_argument("--data", choices=sorted(DATA), default=None, help="take only this data set's runs")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads of this process (2 speeds a lone teacher 1.6×)"
+        "--teacher-threads",
+        type=int,
+        default=1,
+        help="torch threads while this process prepares a teacher (students always use 1)",
     )
     parser.add_argument("--report-only", action="store_true", help="rebuild tables and plots, then stop")
     parser.add_argument(
@@ -233,10 +237,10 @@ def main() -> None:
         return
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     mine = [r for r in runs if args.data in (None, r.data)]
     claims = args.work / "claims"
-    study = Study(settings, args.results, args.work, claims)
+    study = Study(settings, args.results, args.work, claims, args.teacher_threads)
     from slimdiff.errors import TrainingStopped
 
     done = 0
@@ -279,7 +283,8 @@ def held_elsewhere(claims: Path, name: str) -> bool:
 
 
 def teacher_training(data: str) -> str:
-    """The claim held while `data`'s teacher trains."""
+    """The claim held while `data`'s teacher is trained and then evaluated (its record and cached ε̂, which
+    every student's evaluation needs)."""
     return f"teacher-{data}-training"
 
 

@@ -9,6 +9,7 @@ Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import time
@@ -224,16 +225,19 @@ class Context:
 class Study:
     """Runs of one study: its settings, where results (committed) and work folders (not committed) live."""
 
-    def __init__(self, settings: Settings, results: Path, work: Path, claims: Path):
+    def __init__(self, settings: Settings, results: Path, work: Path, claims: Path, teacher_threads: int = 1):
         self.s, self.results, self.work, self.claims = settings, results, work, claims
+        self.teacher_threads = teacher_threads
         self.contexts: dict[str, Context] = {}
 
     def context(self, data: str) -> Context:
-        """The data set's context; its teacher is trained by one process while the others wait (students
-        train while the teacher's own evaluation runs)."""
+        """The data set's context; its teacher is trained and evaluated by one process (on `teacher_threads`)
+        while the others take runs of other data sets or wait."""
         if data not in self.contexts:
-            with holding(self.claims, teacher_training(data)):
-                self.contexts[data] = Context(self.s, data, self.results, self.work, self.claims)
+            with holding(self.claims, teacher_training(data)), torch_threads(self.teacher_threads):
+                context = Context(self.s, data, self.results, self.work, self.claims)
+                context.teacher_record()
+                self.contexts[data] = context
         return self.contexts[data]
 
     def do_run(self, run: Run) -> dict:
@@ -261,6 +265,16 @@ class Study:
         m = record["metrics"]
         _log(f"{run.id}: done; ε−teacher high {m['eps_teacher']['high']:.4g}, SWD {m['swd']['mean']:.1f}")
         return record
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _load(results: Path) -> list[dict]:
