@@ -71,6 +71,28 @@ def test_runs_whose_teacher_another_process_trains_are_skipped_until_it_is_done(
     assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # our own claim does not block us
 
 
+def test_one_process_prepares_a_teacher_on_its_teacher_threads_under_the_training_claim(tmp_path, monkeypatch):
+    import torch
+
+    from benchmarks import ablation_runner
+
+    seen = []
+
+    class FakeContext:  # stands in for training and evaluating the teacher
+        def __init__(self, s, data, results, work, claims):
+            self.claim = claims / f"{ablation.teacher_training(data)}.pid"
+
+        def teacher_record(self):
+            seen.append((torch.get_num_threads(), self.claim.read_text()))
+
+    monkeypatch.setattr(ablation_runner, "Context", FakeContext)
+    study = ablation_runner.Study(Settings(), tmp_path, tmp_path, tmp_path / "claims", teacher_threads=2)
+    first = study.context("photos")
+    assert study.context("photos") is first  # prepared once per process
+    assert seen == [(2, str(os.getpid()))]  # evaluated too before the claim is let go, on both threads
+    assert torch.get_num_threads() == 1 and not first.claim.exists()  # students: one thread, claim released
+
+
 def test_the_photos_arms_and_sd_with_a_strong_frequency_weight_come_before_the_rest_of_the_grid():
     runs = plan(Settings(seeds=3))
     first_photo = next(i for i, r in enumerate(runs) if r.data == "photos")
