@@ -46,7 +46,7 @@ class DemoSettings:
     student_steps: int = 800
     # Distilled at the output only: with feat-up1 as well (the paper's default) the 800-step student's ε-error
     # rose 10% above the plain student's and its SWD to 2.2× the teacher's; at the output only it matched the
-    # plain student (docs/demo/README.md). The ablation's position sweep measures this with seeds.
+    # plain student (docs/demo/output-and-feat-up1/report.md). The ablation's position sweep measures this with seeds.
     positions: tuple[str, ...] = ("output",)
     batch_size: int = 32
     baseline: bool = True  # also train the student without a teacher, for comparison
