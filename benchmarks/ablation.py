@@ -4,7 +4,8 @@ the WG × spatial × frequency grid, plus reduced-budget sweeps of λ_s, λ_f an
     OMP_NUM_THREADS=1 nohup python -m benchmarks.ablation --resume > outputs/ablation/study.log 2>&1 &
 
 Start it once per core you can spare (each process has one thread): the processes share the plan, each claims
-the next run nobody holds (outputs/ablation/claims/), and the teacher is trained by one while the others wait.
+the next run nobody holds (outputs/ablation/claims/), and a data set's teacher is prepared by one while the others
+take runs of other data sets or wait.
 `--data photos` takes only one data set's runs; `--teacher-threads 2` gives a process both cores while it trains
 and evaluates a teacher (1.6× faster per step: 2.58 → 1.60 s) and one thread afterwards — start the other worker
 with `--data` of the same set and it waits for the teacher instead of competing for the cores.
@@ -25,17 +26,15 @@ order (see `plan`), so stopping early leaves the most important comparisons comp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.ablation_claims import claim, exclusive, held_elsewhere, release, teacher_training
 
 RESULTS = Path(__file__).parent / "results" / "ablation"
 WORK = Path("outputs/ablation")
@@ -96,7 +95,7 @@ class Run:
 
     @property
     def id(self) -> str:
-        name = self.arm.lower().replace("λ_s", "ls").replace("λ_f", "lf")
+        name = self.arm.lower().replace("λ_s", "ls").replace("λ_f", "lf").replace("ω", "omega")
         slug = "-".join("".join(c if c.isascii() and c.isalnum() else " " for c in name).split())
         return f"{self.group}-{slug}-s{self.seed}"
 
@@ -158,7 +157,7 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def load_settings(args, results: Path = RESULTS) -> Settings:
+def load_settings(args: argparse.Namespace, results: Path = RESULTS) -> Settings:
     """The study's settings: from study.json when resuming, else from the command line (and saved)."""
     saved = results / "study.json"
     given = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
@@ -219,7 +218,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from benchmarks.ablation_runner import Study, rebuild_report
+    from benchmarks.ablation_readme import rebuild_report
+    from benchmarks.ablation_runner import Study, TeacherBusy
 
     settings = load_settings(args, args.results)
     runs = plan(settings)
@@ -233,7 +233,8 @@ def main() -> None:
         print(f"{len(runs) - len(todo)} of {len(runs)} runs done")
         return
     if args.report_only:
-        rebuild_report(settings, runs, args.results)
+        with exclusive(args.work / "report.lock"):
+            rebuild_report(settings, runs, args.results)
         return
     import torch
 
@@ -248,13 +249,15 @@ def main() -> None:
         while args.max_runs is None or done < args.max_runs:
             run = next_run(mine, args.results, claims)
             if run is None:
-                if all(held_elsewhere(claims, r.id) for r in pending(mine, args.results)):
+                if all_held_elsewhere(mine, args.results, claims):
                     break
-                time.sleep(30)  # what is left waits for a teacher another process is training
+                time.sleep(30)  # what is left waits for a teacher another process is preparing
                 continue
             try:
                 record = study.do_run(run)
                 write_json(record_path(run, args.results), record)
+            except TeacherBusy:  # another process began preparing the teacher after next_run looked
+                continue
             finally:
                 release(claims, run.id)
             done += 1
@@ -267,83 +270,20 @@ def main() -> None:
         print(f"{stop}; continue with: python -m benchmarks.ablation --resume", flush=True)
 
 
-def claim(claims: Path, name: str) -> bool:
-    """Take `name` for this process unless a live process holds it (a dead holder's claim is taken over)."""
-    with exclusive(claims / ".lock"):
-        if held_elsewhere(claims, name):
-            return False
-        (claims / f"{name}.pid").write_text(str(os.getpid()))
-        return True
-
-
-def held_elsewhere(claims: Path, name: str) -> bool:
-    path = claims / f"{name}.pid"
-    holder = path.read_text().strip() if path.is_file() else ""
-    return holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder))
-
-
-def teacher_training(data: str) -> str:
-    """The claim held while `data`'s teacher is trained and then evaluated (its record and cached ε̂, which
-    every student's evaluation needs)."""
-    return f"teacher-{data}-training"
-
-
 def next_run(runs: list[Run], results: Path, claims: Path) -> Run | None:
-    """The first pending run this process can take: no live process holds it and no other process is training
-    its data set's teacher (a spare core trains other students meanwhile). None: nothing to take now."""
-    for run in pending(runs, results):
-        if not held_elsewhere(claims, teacher_training(run.data)) and claim(claims, run.id):
-            return run
+    """The first pending run this process can take (now claimed): no live process holds it and no other process
+    is preparing its data set's teacher (a spare core trains other students meanwhile). None: nothing to take now."""
+    with exclusive(claims / ".lock"):
+        for run in pending(runs, results):
+            if not held_elsewhere(claims, teacher_training(run.data)) and claim(claims, run.id):
+                return run
     return None
 
 
-@contextlib.contextmanager
-def holding(claims: Path, name: str, poll_seconds: float = 30.0):
-    """Wait until no live process holds `name`, hold it for the block, then release it."""
-    while not claim(claims, name):
-        time.sleep(poll_seconds)
-    try:
-        yield
-    finally:
-        release(claims, name)
-
-
-def release(claims: Path, name: str) -> None:
-    path = claims / f"{name}.pid"
-    if path.is_file() and path.read_text().strip() == str(os.getpid()):
-        path.unlink()
-
-
-@contextlib.contextmanager
-def exclusive(lock: Path):
-    """A whole-host lock on `lock` (released when the process dies, too)."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def clean_partial(folder: Path) -> None:
-    """A run folder without checkpoints is an interrupted start: remove it so the run starts afresh."""
-    if (
-        folder.exists()
-        and not any((folder / "checkpoints").glob("step-*"))
-        and not (folder / "model").is_dir()
-    ):
-        shutil.rmtree(folder)
+def all_held_elsewhere(runs: list[Run], results: Path, claims: Path) -> bool:
+    """Every pending run is being done by another live process: nothing is left for this one."""
+    with exclusive(claims / ".lock"):
+        return all(held_elsewhere(claims, r.id) for r in pending(runs, results))
 
 
 if __name__ == "__main__":

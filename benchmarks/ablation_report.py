@@ -119,6 +119,7 @@ def gap_closed(arm: Mapping[int, float], base: Mapping[int, float], teacher: flo
 
 
 def by_seed(runs: Iterable[Mapping], arm: str, metric: str) -> dict[int, float]:
+    """seed → `metric` of `arm`'s runs (runs without the metric are left out)."""
     out = {}
     for run in runs:
         value = lookup(run["metrics"], metric)
@@ -127,7 +128,7 @@ def by_seed(runs: Iterable[Mapping], arm: str, metric: str) -> dict[int, float]:
     return out
 
 
-def _g(x: float, digits: int = 3) -> str:
+def _g(x: float | None, digits: int = 3) -> str:
     return "—" if x is None or math.isnan(x) else f"{x:.{digits}g}"
 
 
@@ -135,12 +136,14 @@ def _pct(x: float) -> str:
     return "—" if math.isnan(x) else f"{100 * x:+.0f}%"
 
 
-def arm_table(runs: list[Mapping], arms: list[str], teacher: Mapping | None, metrics=METRICS) -> list[str]:
+def arm_table(
+    runs: list[Mapping], arms: list[str], teacher: Mapping | None, metrics: Mapping[str, str] = METRICS
+) -> list[str]:
     """Mean ± std per arm (and the teacher's value)."""
     head = ["arm", "seeds", *metrics.values()]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if teacher is not None:
-        values = [_g(lookup(teacher["metrics"], m) or math.nan) for m in metrics]
+        values = [_g(lookup(teacher["metrics"], m)) for m in metrics]
         rows.append("| teacher | 1 | " + " | ".join(values) + " |")
     for arm in arms:
         cells, n = [], 0
@@ -163,7 +166,11 @@ def _teacher_value(teacher: Mapping | None, metric: str) -> float | None:
 
 
 def paired_table(
-    runs: list[Mapping], arms: list[str], teacher: Mapping | None, base: str = BASELINE, metrics=METRICS
+    runs: list[Mapping],
+    arms: list[str],
+    teacher: Mapping | None,
+    base: str = BASELINE,
+    metrics: Mapping[str, str] = METRICS,
 ) -> list[str]:
     """Per arm and metric: mean paired Δ to the base [95% interval] and the share of the gap closed; ✓ marks an
     interval entirely below 0 (better than the base beyond the seed spread), ✗ entirely above 0."""
@@ -231,7 +238,7 @@ def bucket_table(runs: list[Mapping], arms: list[str], key: str = "eps_teacher")
 
 def plot_study(
     runs: list[Mapping], arms: list[str], teacher: Mapping | None, real: Mapping | None, out: Path
-):
+) -> list[Path]:
     """spectra.png (samples' radial power, mean over seeds) and eps.png (ε-error vs ground truth and vs the
     teacher per timestep bucket, high band; and the ε-error radial profile relative to the base arm)."""
     from slimdiff.reporting.plots import figure, save
@@ -254,7 +261,6 @@ def plot_study(
     written = [save(fig, out / "spectra.png")]
 
     fig, axes = figure(13.0, 3.8, ncols=3)
-    base_profile = None
     for arm in present:
         chosen = [r for r in runs if r["arm"] == arm]
         for ax, key in zip(axes[:2], ("eps", "eps_teacher"), strict=True):
@@ -267,11 +273,10 @@ def plot_study(
             statistics.mean(p[i] for p in [r["eps_radial"] for r in chosen])
             for i in range(len(chosen[0]["eps_radial"]))
         ]
-        base_profile = base_profile or (profile if arm == present[0] else None)
-        if base_profile:
-            axes[2].plot(
-                chosen[0]["radii"], [p / b for p, b in zip(profile, base_profile, strict=True)], label=arm
-            )
+        if arm == present[0]:
+            base_profile = profile
+        ratio = [p / b for p, b in zip(profile, base_profile, strict=True)]
+        axes[2].plot(chosen[0]["radii"], ratio, label=arm)
     axes[0].set_title("ε̂ − ε, high band, per t")
     axes[1].set_title("ε̂ − ε̂_teacher, high band, per t")
     axes[2].set_title(f"ε-error power by frequency / {present[0]}")

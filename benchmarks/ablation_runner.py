@@ -1,4 +1,4 @@
-"""Training and evaluation of one run of the ablation study (`benchmarks/ablation.py`), and the report.
+"""Training and evaluation of one run of the ablation study (`benchmarks/ablation.py`) (the results page: `ablation_readme`).
 
 Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 - ε-error spectrum on `eps_images` held-out crops × 10 timestep buckets, against the true ε and against the
@@ -12,34 +12,27 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from benchmarks import ablation_report as report
-from benchmarks.ablation import (
-    ARMS,
-    DATA,
-    Run,
-    Settings,
-    clean_partial,
-    holding,
-    teacher_training,
-    write_json,
-)
+from benchmarks.ablation import DATA, Run, Settings, write_json
+from benchmarks.ablation_claims import claim, exclusive, release, teacher_training
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
-from slimdiff.metrics.eps_spectrum import eps_error_spectrum
+from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum, spectrum_error
 from slimdiff.metrics.swd import swd
 from slimdiff.models.presets import tiny_norm_groups
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import load_pipeline
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.sampling.schedule import run_scheduler
 
 CHECKPOINT_EVERY = 250
 BUCKETS = 10
@@ -62,27 +55,29 @@ def _train(config: Config) -> None:
     train(config, resume=resume, progress=False)
 
 
+def study_config(s: Settings, model: str, data: str, steps: int, seed: int, folder: Path, **extra) -> Config:
+    """What every training of the study shares (teacher and students): data, batch, schedule, checkpoints."""
+    return Config(
+        model=model,
+        data=DataConfig(source=DATA[data], size=32),
+        train=TrainConfig(steps=steps, batch_size=s.batch, warmup_steps=100, seed=seed),
+        run=RunConfig(dir=str(folder), checkpoint_every=CHECKPOINT_EVERY, keep_checkpoints=1, sample_every=0),
+        **extra,
+    )
+
+
 def teacher_dir(s: Settings, data: str, work: Path) -> Path:
     """The study's teacher for `data`, trained here on first use (resumable like every run)."""
     folder = work / f"teacher-{data}"
     if not (folder / "model").is_dir():
         base = s.teacher_base
         _log(f"training the {data} teacher (tiny-teacher at base {base}, {s.teacher_steps} steps)")
-        _train(
-            Config(
-                model="tiny-teacher",
-                model_overrides={
-                    "block_out_channels": [base, 2 * base, 2 * base],
-                    "attention_head_dim": base,
-                    "norm_num_groups": tiny_norm_groups(base),
-                },
-                data=DataConfig(source=DATA[data], size=32),
-                train=TrainConfig(steps=s.teacher_steps, batch_size=s.batch, warmup_steps=100, seed=0),
-                run=RunConfig(
-                    dir=str(folder), checkpoint_every=CHECKPOINT_EVERY, keep_checkpoints=1, sample_every=0
-                ),
-            )
-        )
+        widths = {
+            "block_out_channels": [base, 2 * base, 2 * base],
+            "attention_head_dim": base,
+            "norm_num_groups": tiny_norm_groups(base),
+        }
+        _train(study_config(s, "tiny-teacher", data, s.teacher_steps, 0, folder, model_overrides=widths))
     return folder / "model"
 
 
@@ -96,18 +91,17 @@ def run_config(s: Settings, run: Run, teacher: Path, work: Path) -> Config:
             lambda_freq=run.lambdas[1],
             omega=run.omega,
         )
-    return Config(
-        model=run.model,
-        data=DataConfig(source=DATA[run.data], size=32),
-        train=TrainConfig(steps=run.steps, batch_size=s.batch, warmup_steps=100, seed=run.seed),
-        run=RunConfig(
-            dir=str(work / "runs" / run.id),
-            checkpoint_every=CHECKPOINT_EVERY,
-            keep_checkpoints=1,
-            sample_every=0,
-        ),
-        distill=distill,
-    )
+    return study_config(s, run.model, run.data, run.steps, run.seed, work / "runs" / run.id, distill=distill)
+
+
+def clean_partial(folder: Path) -> None:
+    """A run folder without checkpoints is an interrupted start: remove it so the run starts afresh."""
+    if (
+        folder.exists()
+        and not any((folder / "checkpoints").glob("step-*"))
+        and not (folder / "model").is_dir()
+    ):
+        shutil.rmtree(folder)
 
 
 class _Recorder:
@@ -137,31 +131,26 @@ class _Replay:
 
 
 class Context:
-    """What every evaluation of one data set shares: held-out images, the teacher and its cached predictions."""
+    """What every evaluation of one data set shares: held-out images, the teacher and its recorded predictions.
+    Built by `Study.context` under the teacher's claim, which also prepares `teacher_record` before any student
+    is evaluated."""
 
-    def __init__(self, s: Settings, data: str, results: Path, work: Path, claims: Path):
-        self.s, self.data, self.results, self.work, self.claims = s, data, results, work, claims
+    def __init__(self, s: Settings, data: str, results: Path, work: Path):
+        self.s, self.data, self.results, self.work = s, data, results, work
         self.eps_images = held_out_images(DATA[data], 32, s.eps_images, seed=s.eval_seed)
         self.real = held_out_images(DATA[data], 32, s.samples, seed=s.eval_seed + 1000)
         self.teacher = teacher_dir(s, data, work)
-        self.teacher_calls = None
+        self.teacher_calls: list | None = None
 
-    def eps(self, unet, teacher=None):
+    def eps(self, unet, teacher=None) -> EpsSpectrum:
+        # Every run of the study trains on the default schedule (no train.beta_end override).
+        schedule = run_scheduler(TrainConfig())
         return eps_error_spectrum(
-            unet,
-            self.eps_images,
-            training_scheduler(),
-            buckets=BUCKETS,
-            seed=self.s.eval_seed,
-            teacher=teacher,
+            unet, self.eps_images, schedule, buckets=BUCKETS, seed=self.s.eval_seed, teacher=teacher
         )
 
     def teacher_record(self) -> dict:
-        """The teacher's metrics and its recorded ε̂, computed by one process while the others wait."""
-        with holding(self.claims, f"teacher-{self.data}"):
-            return self._teacher_record()
-
-    def _teacher_record(self) -> dict:
+        """The teacher's metrics (written once to runs/<data>-teacher.json) and its recorded ε̂ (cached)."""
         path = self.results / "runs" / f"{self.data}-teacher.json"
         cache = self.work / f"teacher-{self.data}-eps.pt"
         if path.is_file() and cache.is_file():
@@ -177,10 +166,8 @@ class Context:
             "seed": None,
             "group": self.data,
             **self._samples(pipe, f"teacher-{self.data}"),
+            **_eps_fields(eps, pipe.unet),
         }
-        record["metrics"]["eps"] = eps.summary()
-        record["eps_radial"] = eps.power.mean(dim=0).tolist()
-        record["params"] = sum(p.numel() for p in pipe.unet.parameters())
         radii, power = radial_power_spectrum(self.real)
         record["real"] = {"radii": radii.tolist(), "power": power.tolist()}
         write_json(path, record)
@@ -208,18 +195,29 @@ class Context:
 
     def evaluate(self, model: Path, run: Run) -> dict:
         if self.teacher_calls is None:
-            self.teacher_record()
+            raise RuntimeError(
+                "the teacher's record is prepared before a student is evaluated (Study.context)"
+            )
         pipe = load_pipeline(model)
         unet = pipe.unet.eval()
-        eps = self.eps(unet)
         eps_teacher = self.eps(unet, teacher=_Replay(self.teacher_calls))
         out = self._samples(pipe, run.id, grid=run.seed == 0)
-        out["metrics"]["eps"] = eps.summary()
+        out.update(_eps_fields(self.eps(unet), unet))
         out["metrics"]["eps_teacher"] = eps_teacher.summary()
-        out["eps_radial"] = eps.power.mean(dim=0).tolist()
         out["eps_teacher_radial"] = eps_teacher.power.mean(dim=0).tolist()
-        out["params"] = sum(p.numel() for p in unet.parameters())
         return out
+
+
+def _eps_fields(eps: EpsSpectrum, unet) -> dict:
+    """What a record keeps of a model's own ε-error spectrum, and its size."""
+    return {
+        "eps_radial": eps.power.mean(dim=0).tolist(),
+        "params": sum(p.numel() for p in unet.parameters()),
+    }
+
+
+class TeacherBusy(Exception):
+    """Another process is preparing this data set's teacher: take another run."""
 
 
 class Study:
@@ -231,13 +229,20 @@ class Study:
         self.contexts: dict[str, Context] = {}
 
     def context(self, data: str) -> Context:
-        """The data set's context; its teacher is trained and evaluated by one process (on `teacher_threads`)
-        while the others take runs of other data sets or wait."""
+        """The data set's context. Its teacher is trained and evaluated by one process (on `teacher_threads`)
+        while the others take runs of other data sets or wait; TeacherBusy if another process is doing it."""
         if data not in self.contexts:
-            with holding(self.claims, teacher_training(data)), torch_threads(self.teacher_threads):
-                context = Context(self.s, data, self.results, self.work, self.claims)
-                context.teacher_record()
-                self.contexts[data] = context
+            name = teacher_training(data)
+            with exclusive(self.claims / ".lock"):
+                if not claim(self.claims, name):
+                    raise TeacherBusy(data)
+            try:
+                with torch_threads(self.teacher_threads):
+                    context = Context(self.s, data, self.results, self.work)
+                    context.teacher_record()
+            finally:
+                release(self.claims, name)
+            self.contexts[data] = context
         return self.contexts[data]
 
     def do_run(self, run: Run) -> dict:
@@ -268,79 +273,11 @@ class Study:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int):
+def torch_threads(n: int) -> Iterator[None]:
+    """torch uses `n` threads inside the block."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _load(results: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
-
-
-def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
-    """README.md of the results folder: tables per group, plots; from whatever runs have finished."""
-    records = _load(results)
-    teachers = {r["group"]: r for r in records if r["arm"] == "teacher"}
-    students = [r for r in records if r["arm"] != "teacher"]
-    done = {r["id"] for r in students}
-    lines = [
-        "# Ablation study (issue 12): Lite → SD at CPU scale, with seeds",
-        "",
-        "- command: `OMP_NUM_THREADS=1 python -m benchmarks.ablation --resume` (settings in `study.json`)",
-        f"- machine: {describe_machine()}",
-        f"- updated: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-        f"{len(done)} of {len(runs)} planned runs finished",
-        f"- settings: {json.dumps(asdict(s))}",
-        "",
-        "Metrics are lower-is-better. Paired table: mean of (arm − Lite) over seeds [95% t-interval]; ✓ the "
-        "interval lies below 0 (better than Lite beyond the seed spread), ✗ above 0; (share of the Lite → "
-        "teacher gap closed; the paper's SD closes 55% of the FID gap).",
-        "",
-    ]
-    arms = [a for a in ARMS]
-    for group in ("textures", "photos"):
-        chosen = [r for r in students if r["group"] == group]
-        if not chosen:
-            continue
-        teacher = teachers.get(group)
-        lines += [f"## {group} ({s.steps} steps per student)", ""]
-        lines += report.arm_table(chosen, arms, teacher) + [""]
-        lines += report.paired_table(chosen, arms, teacher) + [""]
-        lines += ["The paper's ordering beside ours (share of the Lite → teacher gap each arm closes):", ""]
-        paper_metrics = {k: report.METRICS[k] for k in ("swd.mean", "eps_teacher.low", "eps_teacher.high")}
-        lines += report.paper_table(chosen, teacher, paper_metrics) + [""]
-        lines += ["High-band ε-error against the teacher per timestep bucket (mean over seeds):", ""]
-        lines += report.bucket_table(chosen, arms) + [""]
-        buckets = report.bucket_metrics(chosen)
-        lines += [
-            "The same, paired difference to Lite per bucket [95% t-interval] (share of Lite's value):",
-            "",
-        ]
-        lines += report.paired_table(chosen, arms, teacher, metrics=buckets) + [""]
-        real = teacher.get("real") if teacher else None
-        plots = report.plot_study(chosen, arms, teacher, real, results / group)
-        lines += [f"![{p.stem}]({group}/{p.name})" for p in plots] + [""]
-        lines += [
-            "Sample grids (seed 0): "
-            + ", ".join(
-                f"[{a}](grids/{group}-{r['id'].removeprefix(group + '-')}.png)"
-                for a in arms
-                for r in chosen
-                if r["arm"] == a and r["seed"] == 0
-            )
-            + f", [teacher](grids/teacher-{group}.png)",
-            "",
-        ]
-    sweep = [r for r in students if r["group"] == "sweep"]
-    if sweep:
-        names = list(dict.fromkeys(r.arm for r in runs if r.group == "sweep"))  # the plan's order
-        lines += [f"## Sweeps ({s.sweep_steps} steps, tiny-sd, textures; base = WG without teacher)", ""]
-        lines += report.arm_table(sweep, names, teachers.get("textures")) + [""]
-        lines += report.paired_table(sweep, names, teachers.get("textures"), base="WG, no teacher") + [""]
-    path = results / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path

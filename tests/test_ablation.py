@@ -4,17 +4,21 @@ inputs — no training."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1]))  # `benchmarks` lives beside src/, not in the package
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))  # `benchmarks` lives beside src/, not in the package
 
-from benchmarks import ablation, ablation_report  # noqa: E402
+from benchmarks import ablation, ablation_claims, ablation_readme, ablation_report, ablation_runner  # noqa: E402
 from benchmarks.ablation import CORE, Settings, pending, plan, record_path  # noqa: E402
 
 
@@ -30,67 +34,96 @@ def test_plan_starts_with_lite_wg_and_sd_seed_by_seed_then_the_other_main_arms_w
     assert len({r.id for r in runs}) == len(runs)
 
 
-def test_a_claim_is_held_against_live_processes_and_taken_over_from_dead_ones(tmp_path):
-    import subprocess
-
-    assert ablation.claim(tmp_path, "run-a") and ablation.claim(tmp_path, "run-a")  # ours, again
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+@contextlib.contextmanager
+def _held_by_another_process(claims: Path, name: str):
+    """Another live process holding claim `name` the way a worker does; it dies at the end of the block."""
+    code = (
+        "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('held'); input()"
+    )
+    claims.mkdir(parents=True, exist_ok=True)
+    path = ablation_claims._path(claims, name)
+    other = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
-        (tmp_path / "run-b.pid").write_text(str(other.pid))
-        assert not ablation.claim(tmp_path, "run-b")  # a live process holds it
+        assert other.stdout.readline().strip() == b"held"
+        yield
     finally:
         other.kill()
         other.wait()
-    assert ablation.claim(tmp_path, "run-b")  # its holder died: taken over
-    ablation.release(tmp_path, "run-a")
-    assert not (tmp_path / "run-a.pid").exists() and (tmp_path / "run-b.pid").read_text() == str(os.getpid())
-    with ablation.holding(tmp_path, "run-c", poll_seconds=0.01):
-        assert (tmp_path / "run-c.pid").read_text() == str(os.getpid())
-    assert not (tmp_path / "run-c.pid").exists()  # released after the block
 
 
-def test_runs_whose_teacher_another_process_trains_are_skipped_until_it_is_done(tmp_path):
-    import subprocess
+def test_a_claim_is_held_against_live_processes_and_free_when_they_die(tmp_path):
+    claims = tmp_path / "claims"
+    assert ablation_claims.claim(claims, "run-a") and ablation_claims.claim(claims, "run-a")  # ours, again
+    assert not ablation_claims.held_elsewhere(claims, "run-a")
+    with _held_by_another_process(claims, "run-b"):
+        assert ablation_claims.held_elsewhere(claims, "run-b")
+        assert not ablation_claims.claim(claims, "run-b")  # a live process holds it
+    assert not ablation_claims.held_elsewhere(claims, "run-b")
+    assert ablation_claims.claim(claims, "run-b")  # its holder died (killed): free at once
+    ablation_claims.release(claims, "run-a")
+    code = f"from benchmarks import ablation_claims as c; from pathlib import Path; print(c.claim(Path({str(claims)!r}), 'run-a'))"
+    taken = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert taken.stdout.strip() == "True"  # released: another process can take it
+    assert ablation_claims.held_elsewhere(tmp_path / "other-study", "run-b") is False  # claims are per folder
 
+
+def test_a_stale_pid_in_a_claim_file_does_not_hold_the_claim(tmp_path):
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    ablation_claims._path(claims, "run-a").write_text(f"{os.getpid() + 1}\n")  # left by an earlier boot
+    assert not ablation_claims.held_elsewhere(claims, "run-a") and ablation_claims.claim(claims, "run-a")
+
+
+def test_runs_whose_teacher_another_process_prepares_are_skipped_until_it_is_done(tmp_path):
     runs = plan(Settings(seeds=1, extra_seeds=0))
     photos = [r for r in runs if r.data == "photos"]
     for run in runs:
         if run.data == "textures":
             ablation.write_json(record_path(run, tmp_path), {"arm": run.arm, "seed": run.seed})
     claims = tmp_path / "claims"
-    claims.mkdir()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (claims / f"{ablation.teacher_training('photos')}.pid").write_text(str(other.pid))
+    with _held_by_another_process(claims, ablation_claims.teacher_training("photos")):
         assert ablation.next_run(runs, tmp_path, claims) is None  # only photos left, its teacher is busy
-        assert not any(ablation.held_elsewhere(claims, r.id) for r in photos)  # so the loop waits, not stops
-    finally:
-        other.kill()
-        other.wait()
-    assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # the trainer died: taken here
+        assert not ablation.all_held_elsewhere(runs, tmp_path, claims)  # so the loop waits, not stops
+    assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # the teacher's process died: taken here
     assert ablation.next_run(runs, tmp_path, claims) == photos[0]  # our own claim does not block us
+    with _held_by_another_process(claims, photos[1].id):
+        assert ablation.next_run(photos[1:2], tmp_path, claims) is None
+        assert ablation.all_held_elsewhere(photos[1:2], tmp_path, claims)  # nothing left for us: stop
 
 
-def test_one_process_prepares_a_teacher_on_its_teacher_threads_under_the_training_claim(tmp_path, monkeypatch):
-    import torch
-
-    from benchmarks import ablation_runner
-
+def test_one_process_prepares_a_teacher_on_its_teacher_threads_under_the_training_claim(
+    tmp_path, monkeypatch
+):
     seen = []
+    claims = tmp_path / "claims"
 
     class FakeContext:  # stands in for training and evaluating the teacher
-        def __init__(self, s, data, results, work, claims):
-            self.claim = claims / f"{ablation.teacher_training(data)}.pid"
+        def __init__(self, s, data, results, work):
+            self.name = ablation_claims.teacher_training(data)
 
         def teacher_record(self):
-            seen.append((torch.get_num_threads(), self.claim.read_text()))
+            seen.append(
+                (torch.get_num_threads(), ablation_claims._path(claims, self.name) in ablation_claims._held)
+            )
 
     monkeypatch.setattr(ablation_runner, "Context", FakeContext)
-    study = ablation_runner.Study(Settings(), tmp_path, tmp_path, tmp_path / "claims", teacher_threads=2)
+    study = ablation_runner.Study(Settings(), tmp_path, tmp_path, claims, teacher_threads=2)
     first = study.context("photos")
     assert study.context("photos") is first  # prepared once per process
-    assert seen == [(2, str(os.getpid()))]  # evaluated too before the claim is let go, on both threads
-    assert torch.get_num_threads() == 1 and not first.claim.exists()  # students: one thread, claim released
+    assert seen == [(2, True)]  # evaluated too before the claim is let go, on both threads
+    assert torch.get_num_threads() == 1  # students: one thread
+    assert not ablation_claims.held_elsewhere(claims, first.name)
+    assert ablation_claims._path(claims, first.name) not in ablation_claims._held  # released
+
+
+def test_a_teacher_another_process_prepares_makes_the_run_step_aside(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation_runner, "Context", lambda *a: pytest.fail("built while another prepares it"))
+    study = ablation_runner.Study(Settings(), tmp_path, tmp_path, tmp_path / "claims")
+    busy = ablation_claims.teacher_training("photos")
+    with _held_by_another_process(tmp_path / "claims", busy), pytest.raises(ablation_runner.TeacherBusy):
+        study.context("photos")
 
 
 def test_the_photos_arms_and_sd_with_a_strong_frequency_weight_come_before_the_rest_of_the_grid():
@@ -118,7 +151,6 @@ def test_the_arms_are_the_papers_grid():
 
 def test_sweeps_vary_one_setting_at_a_time_and_share_the_default_run():
     runs = ablation.sweep_runs(0, 100)
-    settings = [(r.lambdas, r.positions) for r in runs]
     settings = [(r.lambdas, r.positions, r.omega) for r in runs]
     assert len(settings) == len(set(settings)) == 15  # no teacher + 4 λ_s + 4 λ_f + 4 positions + ω + default
     assert [r.omega for r in runs].count("paper") == 1
@@ -156,8 +188,8 @@ def test_an_interrupted_start_without_checkpoints_is_cleaned_but_checkpoints_are
     empty, started = tmp_path / "a", tmp_path / "b"
     (empty / "logs").mkdir(parents=True)
     (started / "checkpoints" / "step-00000250").mkdir(parents=True)
-    ablation.clean_partial(empty)
-    ablation.clean_partial(started)
+    ablation_runner.clean_partial(empty)
+    ablation_runner.clean_partial(started)
     assert not empty.exists() and started.exists()
 
 
@@ -239,3 +271,23 @@ def test_the_paper_table_puts_its_gap_closed_beside_ours():
     )
     assert "+54% [" in table[-1] and "(n=3)" in table[-1]  # (1.0 − 0.51) / (1.0 − 0.1)
     assert next(row for row in table if row.startswith("| +WG")).endswith("| — |")  # no runs yet
+
+
+def test_the_results_page_is_rebuilt_from_the_committed_runs_and_skips_half_written_files(tmp_path):
+    import shutil
+    import statistics
+
+    committed = ROOT / "benchmarks" / "results" / "ablation" / "runs"
+    records = [json.loads(p.read_text()) for p in committed.glob("textures-lite-s*.json")]
+    if len(records) < 2:
+        pytest.skip("needs at least two committed Lite runs")
+    shutil.copytree(committed, tmp_path / "runs")
+    (tmp_path / "runs" / ".tmp-textures-sd-s9.json").write_text(
+        '{"arm": "SD", "se'
+    )  # another worker, mid-write
+    page = ablation_readme.rebuild_report(Settings(), plan(Settings()), tmp_path).read_text()
+    lite_swd = [r["metrics"]["swd"]["mean"] for r in records]
+    row = next(line for line in page.splitlines() if line.startswith(f"| Lite | {len(records)} |"))
+    expected = f"{ablation_report._g(statistics.mean(lite_swd))} ± {ablation_report._g(statistics.stdev(lite_swd), 2)}"
+    assert expected in row
+    assert not list(tmp_path.glob(".tmp-*"))  # the page itself was replaced whole
