@@ -166,8 +166,8 @@ class Context:
             "seed": None,
             "group": self.data,
             **self._samples(pipe, f"teacher-{self.data}"),
-            **_eps_fields(eps, pipe.unet),
         }
+        _add_own_eps(record, eps, pipe.unet)
         radii, power = radial_power_spectrum(self.real)
         record["real"] = {"radii": radii.tolist(), "power": power.tolist()}
         write_json(path, record)
@@ -202,18 +202,17 @@ class Context:
         unet = pipe.unet.eval()
         eps_teacher = self.eps(unet, teacher=_Replay(self.teacher_calls))
         out = self._samples(pipe, run.id, grid=run.seed == 0)
-        out.update(_eps_fields(self.eps(unet), unet))
+        _add_own_eps(out, self.eps(unet), unet)
         out["metrics"]["eps_teacher"] = eps_teacher.summary()
         out["eps_teacher_radial"] = eps_teacher.power.mean(dim=0).tolist()
         return out
 
 
-def _eps_fields(eps: EpsSpectrum, unet) -> dict:
-    """What a record keeps of a model's own ε-error spectrum, and its size."""
-    return {
-        "eps_radial": eps.power.mean(dim=0).tolist(),
-        "params": sum(p.numel() for p in unet.parameters()),
-    }
+def _add_own_eps(record: dict, eps: EpsSpectrum, unet: torch.nn.Module) -> None:
+    """Into `record`: the model's own ε-error against the true ε (summary and radial profile), and its size."""
+    record["metrics"]["eps"] = eps.summary()
+    record["eps_radial"] = eps.power.mean(dim=0).tolist()
+    record["params"] = sum(p.numel() for p in unet.parameters())
 
 
 class TeacherBusy(Exception):

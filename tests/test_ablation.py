@@ -291,3 +291,27 @@ def test_the_results_page_is_rebuilt_from_the_committed_runs_and_skips_half_writ
     expected = f"{ablation_report._g(statistics.mean(lite_swd))} ± {ablation_report._g(statistics.stdev(lite_swd), 2)}"
     assert expected in row
     assert not list(tmp_path.glob(".tmp-*"))  # the page itself was replaced whole
+
+
+def test_evaluation_records_hold_every_metric_the_tables_read(tmp_path, tiny_teacher_folder):
+    import shutil
+
+    s = Settings(eps_images=4, samples=4, sample_steps=2)
+    work, results = tmp_path / "work", tmp_path / "results"
+    shutil.copytree(
+        tiny_teacher_folder, work / "teacher-textures" / "model"
+    )  # a trained teacher, so none trains
+    context = ablation_runner.Context(s, "textures", results, work)
+    teacher = context.teacher_record()
+    run = ablation.arm_run("textures", "SD", 0, steps=1)
+    student = context.evaluate(tiny_teacher_folder, run)  # the teacher stands in for a student
+    for metric in ablation_report.METRICS:
+        if not metric.startswith("eps_teacher"):
+            assert ablation_report.lookup(teacher["metrics"], metric) is not None, metric
+        assert ablation_report.lookup(student["metrics"], metric) is not None, metric
+    # The same model against its own recorded predictions on the same x_t: no distance; its own error is the
+    # teacher's, whether computed live (student) or written to the teacher's record.
+    assert student["metrics"]["eps_teacher"]["high"] < 1e-10
+    assert student["metrics"]["eps"]["high"] == pytest.approx(teacher["metrics"]["eps"]["high"], rel=1e-4)
+    assert json.loads((results / "runs" / "textures-teacher.json").read_text())["params"] == student["params"]
+    assert (results / "grids" / f"{run.id}.png").is_file()  # seed 0 keeps its grid
