@@ -149,12 +149,17 @@ def pending(runs: list[Run], results: Path = RESULTS) -> list[Run]:
     return [r for r in runs if not record_path(r, results).is_file()]
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomically: a killed process never leaves a half-written result that looks finished."""
+def write_text(path: Path, text: str) -> None:
+    """Atomically: a reader never sees half a file, and a killed process never leaves a half-written result that
+    looks finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def load_settings(args: argparse.Namespace, results: Path = RESULTS) -> Settings:

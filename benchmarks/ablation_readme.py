@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import ablation_report as report
-from benchmarks.ablation import ARMS, Run, Settings
+from benchmarks.ablation import ARMS, Run, Settings, write_text
 from benchmarks.machine import describe_machine
 
 
@@ -79,7 +79,5 @@ def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
         lines += report.arm_table(sweep, names, teachers.get("textures")) + [""]
         lines += report.paired_table(sweep, names, teachers.get("textures"), base="WG, no teacher") + [""]
     path = results / "README.md"
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)  # a reader (or a killed writer) never sees half a page
+    write_text(path, "\n".join(lines) + "\n")
     return path

@@ -1,4 +1,5 @@
-"""Training and evaluation of one run of the ablation study (`benchmarks/ablation.py`) (the results page: `ablation_readme`).
+"""Training and evaluation of one run of the ablation study (`benchmarks/ablation.py`); the results page is
+`ablation_readme`.
 
 Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 - ε-error spectrum on `eps_images` held-out crops × 10 timestep buckets, against the true ε and against the
@@ -141,12 +142,12 @@ class Context:
         self.real = held_out_images(DATA[data], 32, s.samples, seed=s.eval_seed + 1000)
         self.teacher = teacher_dir(s, data, work)
         self.teacher_calls: list | None = None
+        # Every run of the study trains on the default schedule (no train.beta_end override).
+        self.schedule = run_scheduler(TrainConfig())
 
     def eps(self, unet, teacher=None) -> EpsSpectrum:
-        # Every run of the study trains on the default schedule (no train.beta_end override).
-        schedule = run_scheduler(TrainConfig())
         return eps_error_spectrum(
-            unet, self.eps_images, schedule, buckets=BUCKETS, seed=self.s.eval_seed, teacher=teacher
+            unet, self.eps_images, self.schedule, buckets=BUCKETS, seed=self.s.eval_seed, teacher=teacher
         )
 
     def teacher_record(self) -> dict:
