@@ -10,12 +10,10 @@ Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from benchmarks.ablation_claims import claim, exclusive, release, teacher_traini
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
+from slimdiff.metrics.complexity import torch_threads
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum, spectrum_error
 from slimdiff.metrics.swd import swd
@@ -270,14 +269,3 @@ class Study:
         m = record["metrics"]
         _log(f"{run.id}: done; ε−teacher high {m['eps_teacher']['high']:.4g}, SWD {m['swd']['mean']:.1f}")
         return record
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch uses `n` threads inside the block."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -10,7 +10,13 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from ptflops import get_model_complexity_info
 from torch import nn
 
-from slimdiff.metrics.complexity import count_macs, count_macs_by_kind, count_params, steps_per_second
+from slimdiff.metrics.complexity import (
+    count_macs,
+    count_macs_by_kind,
+    count_params,
+    steps_per_second,
+    torch_threads,
+)
 from slimdiff.models.presets import get_preset
 
 
@@ -122,3 +128,12 @@ def test_steps_per_second_of_a_model_of_known_speed(monkeypatch):
     assert speed == 64  # 16 timed steps of 1/64 s (exact in binary) fill the 0.25 s
     assert model.calls == 2 + 16  # the warm-up steps are not timed
     assert not model.training
+
+
+def test_torch_threads_sets_and_restores_the_count_even_on_error():
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    with pytest.raises(RuntimeError, match="inside"), torch_threads(wanted):
+        assert torch.get_num_threads() == wanted
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -102,6 +102,7 @@ def toy(
     score error against the true score of the mixture."""
     from slimdiff.analysis.toy import ToyConfig, toy_experiment
     from slimdiff.analysis.toy_score import plot_toy, toy_table
+    from slimdiff.metrics.complexity import torch_threads
 
     configs = []
     with user_errors():
@@ -121,17 +122,13 @@ def toy(
             "threads": threads,
         },
     )
-    results, previous_threads = {}, torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
-            for cfg in configs:
-                task = progress.add_task(f"M={cfg.hidden}", total=iterations)
-                results[f"M={cfg.hidden}"] = toy_experiment(
-                    cfg, lambda it, _loss, task=task: progress.update(task, completed=it)
-                )
-    finally:
-        torch.set_num_threads(previous_threads)
+    results = {}
+    with torch_threads(threads), Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
+        for cfg in configs:
+            task = progress.add_task(f"M={cfg.hidden}", total=iterations)
+            results[f"M={cfg.hidden}"] = toy_experiment(
+                cfg, lambda it, _loss, task=task: progress.update(task, completed=it)
+            )
     plot_toy(results, out / "toy.png")
     table = [
         f"Toy experiment: tail {tail} (rare: {rare} frequencies), {iterations} iterations, batch {batch}, "

@@ -9,6 +9,7 @@ and linear layers only (ours match them within 1% that way), so the two kinds ar
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -23,6 +24,18 @@ def count_params(model: nn.Module) -> int:
 
 # QKᵀ and AV of the classic attention processor; everything else counted is a convolution or a linear layer.
 ATTENTION_OPS = ("aten.bmm", "aten.baddbmm")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch runs on `n` threads inside the block; the previous count is restored afterwards (timings and
+    parallel workers depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager
