@@ -126,15 +126,26 @@ def test_a_teacher_another_process_prepares_makes_the_run_step_aside(tmp_path, m
         study.context("photos")
 
 
-def test_the_photos_arms_and_sd_with_a_strong_frequency_weight_come_before_the_rest_of_the_grid():
+def test_the_photos_arms_and_the_follow_up_arms_come_before_the_rest_of_the_grid():
     runs = plan(Settings(seeds=3))
     first_photo = next(i for i, r in enumerate(runs) if r.data == "photos")
-    strong = [i for i, r in enumerate(runs) if r.arm == ablation.STRONG_FREQ]
+    follow_ups = [i for i, r in enumerate(runs) if r.arm in ablation.FOLLOW_UPS]
     first_rest = next(i for i, r in enumerate(runs) if r.arm in ablation.GRID_REST)
-    assert first_photo < strong[0] and strong[-1] < first_rest
-    assert [(runs[i].seed, runs[i].lambdas, runs[i].model, runs[i].data) for i in strong] == [
-        (seed, (0.1, 1.0), "tiny-sd", "textures") for seed in range(3)
+    assert first_photo < follow_ups[0] and follow_ups[-1] < first_rest
+    assert [
+        (runs[i].seed, runs[i].lambdas, runs[i].omega, runs[i].model, runs[i].data) for i in follow_ups
+    ] == [
+        (seed, lambdas, omega, "tiny-sd", "textures")
+        for lambdas, omega in (((0.1, 1.0), "ours"), ((0.1, 0.1), "paper"))
+        for seed in range(3)
     ]
+    # the paper-ω arm is the sweep's ω run at the main arms' budget
+    sweep_omega = next(r for r in ablation.sweep_runs(0, 300) if r.omega == "paper")
+    assert (sweep_omega.model, sweep_omega.lambdas, sweep_omega.positions) == (
+        runs[follow_ups[3]].model,
+        runs[follow_ups[3]].lambdas,
+        runs[follow_ups[3]].positions,
+    )
     assert sorted((r.arm, r.seed) for r in runs if r.data == "photos") == sorted(
         (a, seed) for a in ("Lite", "+WG", "SD") for seed in range(3)
     )
@@ -142,9 +153,9 @@ def test_the_photos_arms_and_sd_with_a_strong_frequency_weight_come_before_the_r
 
 def test_the_arms_are_the_papers_grid():
     lite, wg, spatial, freq, sd = (ablation.ARMS[a] for a in CORE)
-    assert lite == ("tiny-lite", None) and wg == ("tiny-sd", None)
-    assert spatial == ("tiny-lite", (0.1, 0.0)) and freq == ("tiny-lite", (0.0, 0.1))
-    assert sd == ("tiny-sd", (0.1, 0.1))
+    assert lite == ("tiny-lite", None, "ours") and wg == ("tiny-sd", None, "ours")
+    assert spatial == ("tiny-lite", (0.1, 0.0), "ours") and freq == ("tiny-lite", (0.0, 0.1), "ours")
+    assert sd == ("tiny-sd", (0.1, 0.1), "ours")
     grid = [ablation.ARMS[a] for a in CORE + ablation.GRID_REST]
     assert len(set(grid)) == 8  # the full 2 × 2 × 2
 
