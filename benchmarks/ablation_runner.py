@@ -24,7 +24,7 @@ from benchmarks.ablation_claims import claim, exclusive, release, teacher_traini
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
-from slimdiff.metrics.complexity import torch_threads
+from slimdiff.metrics.complexity import count_params, torch_threads
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum, spectrum_error
 from slimdiff.metrics.swd import swd
@@ -212,7 +212,7 @@ def _add_own_eps(record: dict, eps: EpsSpectrum, unet: torch.nn.Module) -> None:
     """Into `record`: the model's own ε-error against the true ε (summary and radial profile), and its size."""
     record["metrics"]["eps"] = eps.summary()
     record["eps_radial"] = eps.power.mean(dim=0).tolist()
-    record["params"] = sum(p.numel() for p in unet.parameters())
+    record["params"] = count_params(unet)
 
 
 class TeacherBusy(Exception):

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from benchmarks.machine import RESULTS, describe_machine, write_result
 from slimdiff.data.datasets import held_out_images, load_images
+from slimdiff.metrics.complexity import count_params
 from slimdiff.metrics.decoder_quality import decoder_quality, distill_and_measure
 from slimdiff.metrics.int8_cost import psnr, quantize_export
 from slimdiff.metrics.spectrum import spectrum_error
@@ -75,7 +76,7 @@ def train_vq(folder: Path, steps: int, seed: int = 0) -> dict:
         "steps": steps,
         "final_loss": loss.item(),
         "seconds": round(time.perf_counter() - start, 1),
-        "params": sum(p.numel() for p in vq.parameters()),
+        "params": count_params(vq),
     }
 
 

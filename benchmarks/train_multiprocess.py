@@ -79,6 +79,7 @@ def main() -> None:
             f"checkpoints now {sorted(p.name for p in (run / 'checkpoints').iterdir())}",
         ]
 
+        from slimdiff.metrics.complexity import count_params
         from slimdiff.models.loading import load_unet
         from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
@@ -87,7 +88,7 @@ def main() -> None:
             batch_size=2, num_inference_steps=2, output_type="pt"
         ).images
         lines += [
-            f"3. `load_unet({run.name}/model)`: {type(unet).__name__}, {sum(p.numel() for p in unet.parameters())} "
+            f"3. `load_unet({run.name}/model)`: {type(unet).__name__}, {count_params(unet)} "
             f"params; pipeline samples {tuple(images.shape)}",
         ]
 

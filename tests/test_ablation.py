@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,10 +142,11 @@ def test_the_photos_arms_and_the_follow_up_arms_come_before_the_rest_of_the_grid
     ]
     # the paper-ω arm is the sweep's ω run at the main arms' budget
     sweep_omega = next(r for r in ablation.sweep_runs(0, 300) if r.omega == "paper")
+    main_omega = runs[follow_ups[3]]
     assert (sweep_omega.model, sweep_omega.lambdas, sweep_omega.positions) == (
-        runs[follow_ups[3]].model,
-        runs[follow_ups[3]].lambdas,
-        runs[follow_ups[3]].positions,
+        main_omega.model,
+        main_omega.lambdas,
+        main_omega.positions,
     )
     assert sorted((r.arm, r.seed) for r in runs if r.data == "photos") == sorted(
         (a, seed) for a in ("Lite", "+WG", "SD") for seed in range(3)
@@ -285,7 +287,6 @@ def test_the_paper_table_puts_its_gap_closed_beside_ours():
 
 
 def test_the_results_page_is_rebuilt_from_the_committed_runs_and_skips_half_written_files(tmp_path):
-    import shutil
     import statistics
 
     committed = ROOT / "benchmarks" / "results" / "ablation" / "runs"
@@ -305,8 +306,6 @@ def test_the_results_page_is_rebuilt_from_the_committed_runs_and_skips_half_writ
 
 
 def test_evaluation_records_hold_every_metric_the_tables_read(tmp_path, tiny_teacher_folder):
-    import shutil
-
     s = Settings(eps_images=4, samples=4, sample_steps=2)
     work, results = tmp_path / "work", tmp_path / "results"
     shutil.copytree(
