@@ -24,15 +24,16 @@ from benchmarks.ablation_claims import claim, exclusive, release, teacher_traini
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
-from slimdiff.metrics.complexity import count_params, torch_threads
+from slimdiff.diffusion import training_scheduler
+from slimdiff.metrics.complexity import torch_threads
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum, spectrum_error
 from slimdiff.metrics.swd import swd
 from slimdiff.models.presets import tiny_norm_groups
+from slimdiff.models.size import count_params
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import load_pipeline
-from slimdiff.sampling.schedule import run_scheduler
 
 CHECKPOINT_EVERY = 250
 BUCKETS = 10
@@ -142,7 +143,7 @@ class Context:
         self.teacher = teacher_dir(s, data, work)
         self.teacher_calls: list | None = None
         # Every run of the study trains on the default schedule (no train.beta_end override).
-        self.schedule = run_scheduler(TrainConfig())
+        self.schedule = training_scheduler()
 
     def eps(self, unet, teacher=None) -> EpsSpectrum:
         return eps_error_spectrum(

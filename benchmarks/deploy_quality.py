@@ -27,10 +27,10 @@ from torch.nn import functional as F
 
 from benchmarks.machine import RESULTS, describe_machine, write_result
 from slimdiff.data.datasets import held_out_images, load_images
-from slimdiff.metrics.complexity import count_params
 from slimdiff.metrics.decoder_quality import decoder_quality, distill_and_measure
 from slimdiff.metrics.int8_cost import psnr, quantize_export
 from slimdiff.metrics.spectrum import spectrum_error
+from slimdiff.models.size import count_params
 from slimdiff.models.slim_decoder import load_slim_decoder
 from slimdiff.sampling.export import export_folder
 from slimdiff.sampling.onnx_decoder import OnnxDecoder, export_decoder

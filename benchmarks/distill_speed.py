@@ -14,8 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.machine import describe_machine, interleaved_medians, write_result
+from slimdiff.diffusion import training_scheduler
 from slimdiff.models.presets import get_preset
-from slimdiff.sampling.schedule import training_scheduler
 from slimdiff.training.distillation import SpectralDistillation, frequency_loss, spatial_loss, spectral_weight
 
 

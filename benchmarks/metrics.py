@@ -96,8 +96,8 @@ def run_case(case: str, n: int) -> dict:
         def work():
             return fid_from_features(a, b), kid_from_features(a, b)
     else:
+        from slimdiff.diffusion import training_scheduler
         from slimdiff.metrics.eps_spectrum import eps_error_spectrum
-        from slimdiff.sampling.schedule import training_scheduler
 
         if case == "eps-spectrum (overhead)":
 

@@ -27,13 +27,13 @@ import torch
 from benchmarks.machine import describe_machine, write_result
 from slimdiff.config import Config, DataConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
+from slimdiff.diffusion import add_noise, training_scheduler
 from slimdiff.metrics.eps_spectrum import eps_error_spectrum
 from slimdiff.metrics.spectrum import spectrum_error
 from slimdiff.metrics.swd import swd
 from slimdiff.models import presets
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import load_pipeline
-from slimdiff.sampling.schedule import add_noise, training_scheduler
 
 VARIANTS = {  # name: (GroupNorm groups of the 16-channel student, CompVis zero-init, gate LL logit at start)
     "before (8 groups, diffusers init)": (8, False, 2.0),

@@ -79,8 +79,8 @@ def main() -> None:
             f"checkpoints now {sorted(p.name for p in (run / 'checkpoints').iterdir())}",
         ]
 
-        from slimdiff.metrics.complexity import count_params
         from slimdiff.models.loading import load_unet
+        from slimdiff.models.size import count_params
         from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
         unet = load_unet(run / "model")

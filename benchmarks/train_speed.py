@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from benchmarks.machine import describe_machine, interleaved_medians, write_result
 from slimdiff.data.datasets import make_dataset
-from slimdiff.data.order import StepSampler, micro_step_noise
+from slimdiff.data.order import StepSampler
+from slimdiff.diffusion import micro_step_noise
 from slimdiff.models.presets import get_preset
 from slimdiff.training.objectives import EpsilonObjective
 

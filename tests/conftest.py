@@ -17,11 +17,11 @@ from diffusers import AutoencoderKL, ModelMixin, VQModel
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from slimdiff.diffusion import training_scheduler
 from slimdiff.metrics.spectrum import frequency_radius
 from slimdiff.models.presets import Preset, get_preset
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import training_scheduler
 
 
 @pytest.fixture(autouse=True)

@@ -64,8 +64,8 @@ def test_wiener_analysis_rows(power_law_field):
 def test_linear_denoiser_reaches_the_closed_form_error_spectrum(power_law_field, power_law_spectrum):
     # Its ε-error power at f is 1 − (1−ᾱ)H_t(f) in expectation; on a stationary field with known S the
     # measured error spectrum must match it.
+    from slimdiff.diffusion import training_scheduler
     from slimdiff.metrics.spectrum import radial_average, radial_power_spectrum
-    from slimdiff.sampling.schedule import training_scheduler
 
     size, exponent = 16, 2.0
     power = power_law_spectrum(size, exponent)

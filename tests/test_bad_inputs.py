@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from slimdiff.cli import app
 from slimdiff.config import Config, ConfigError, from_dict, load_config
 from slimdiff.data.transforms import to_rgb, to_tensor
+from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import TrainingError
 from slimdiff.models.loading import load_unet
 from slimdiff.models.presets import get_preset
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import training_scheduler
 from slimdiff.training.checkpoint import list_checkpoints
 from slimdiff.training.loop import train
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from slimdiff.cli import app
 from slimdiff.metrics import fid
-from slimdiff.metrics.complexity import count_params
+from slimdiff.models.size import count_params
 from slimdiff.reporting.images import to_uint8
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 

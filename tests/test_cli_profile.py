@@ -8,8 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
-from slimdiff.metrics.complexity import count_macs_by_kind, count_params
+from slimdiff.metrics.complexity import count_macs_by_kind
 from slimdiff.models.presets import PRESETS, get_preset
+from slimdiff.models.size import count_params
 
 runner = CliRunner()
 ROW_KEYS = {"preset", "params", "params_paper", "macs", "attention_macs", "macs_paper", "steps_per_s"}

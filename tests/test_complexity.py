@@ -13,11 +13,11 @@ from torch import nn
 from slimdiff.metrics.complexity import (
     count_macs,
     count_macs_by_kind,
-    count_params,
     steps_per_second,
     torch_threads,
 )
 from slimdiff.models.presets import get_preset
+from slimdiff.models.size import count_params
 
 
 def test_conv_macs_closed_form():

@@ -12,12 +12,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
+from slimdiff.diffusion import training_scheduler
 from slimdiff.models.slim_decoder import SlimDecoder, slim_decoder_for
 from slimdiff.models.unet import SlimUNet2DModel
 from slimdiff.sampling.export import load_onnx_pipeline
 from slimdiff.sampling.onnx_decoder import OnnxDecoder, decoder_relative_error, export_decoder
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
-from slimdiff.sampling.schedule import training_scheduler
 
 runner = CliRunner()
 AUTOENCODER_BLOCKS = {"block_out_channels": (8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4}

@@ -19,9 +19,9 @@ import torch
 from diffusers import AutoModel, DiffusionPipeline, UNet2DConditionModel, UNet2DModel
 
 import slimdiff
+from slimdiff.diffusion import training_scheduler
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
-from slimdiff.sampling.schedule import training_scheduler
 
 
 def _images(pipe, **call):

@@ -21,9 +21,9 @@ from diffusers import (
 from diffusers.callbacks import PipelineCallback
 from diffusers.configuration_utils import FrozenDict
 
+from slimdiff.diffusion import training_scheduler
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import training_scheduler
 
 TRAINING = dict(training_scheduler().config)
 

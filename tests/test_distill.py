@@ -10,16 +10,17 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
+from slimdiff.config import DISTILL_POSITIONS, DistillConfig
 from slimdiff.errors import ConfigError, ModelError
 from slimdiff.models.loading import load_teacher
 from slimdiff.training.distillation import (
-    POSITIONS,
     SpectralDistillation,
     frequency_loss,
     spatial_loss,
     spectral_weight,
     tap_module,
 )
+from slimdiff.training.objectives import EpsilonObjective, Objective
 
 SIZE = 16
 # Enough levels for every distillation position (feat-up2 needs three); the teacher twice as wide.
@@ -99,7 +100,7 @@ def test_taps_have_the_expected_shapes_at_every_position(pair, role):
 
 def test_gradients_reach_student_and_projectors_never_teacher(pair):
     teacher, student = pair
-    objective = SpectralDistillation(student, teacher, positions=POSITIONS)
+    objective = SpectralDistillation(student, teacher, DistillConfig(positions=DISTILL_POSITIONS))
     assert set(objective.projectors) == {"feat-up1", "feat-up2", "feat-down4"}
     assert not any(
         k.startswith("teacher") for k in objective.state_dict()
@@ -120,13 +121,13 @@ def test_gradients_reach_student_and_projectors_never_teacher(pair):
 
 def test_total_loss_combines_terms_with_lambdas(pair):
     teacher, student = pair
-    objective = SpectralDistillation(student, teacher, lambda_spatial=0.3, lambda_freq=0.7)
+    objective = SpectralDistillation(student, teacher, DistillConfig(lambda_spatial=0.3, lambda_freq=0.7))
     with torch.no_grad():
         loss, terms = objective(student, *batch(seed=3))
     objective.remove_hooks()
     expected = terms["loss_eps"] + 0.3 * terms["loss_spatial"] + 0.7 * terms["loss_freq"]
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    off = SpectralDistillation(student, teacher, lambda_spatial=0.0, lambda_freq=0.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    off = SpectralDistillation(student, teacher, DistillConfig(lambda_spatial=0.0, lambda_freq=0.0))
     with torch.no_grad():
         plain, _ = off(student, *batch(seed=3))
         x0, x_t, t, noise = batch(seed=3)
@@ -140,8 +141,8 @@ def test_mismatched_latent_space_is_a_clear_error(pair, tiny_unet):
     other = tiny_unet(**TEACHER, channels=4)
     with pytest.raises(ModelError, match="in_channels"):
         SpectralDistillation(student, other)
-    with pytest.raises(ConfigError, match="unknown distillation positions"):
-        SpectralDistillation(student, pair[0], positions=("feat-up9",))
+    with pytest.raises(ConfigError, match=r"distill.positions \['feat-up9'\] must be taken from"):
+        DistillConfig(positions=("feat-up9",))  # checked once, where the setting is read
 
 
 def _save_pipeline_folder(teacher: UNet2DModel, folder: Path, prediction: str = "epsilon") -> None:
@@ -174,8 +175,8 @@ def test_a_teacher_with_another_noise_schedule_is_refused_unless_the_run_uses_it
     pair, tmp_path, micro_config
 ):
     from slimdiff.config import Config, from_dict
-    from slimdiff.sampling.schedule import NOISE_SCHEDULE
-    from slimdiff.training.objectives import build_objective
+    from slimdiff.diffusion import NOISE_SCHEDULE, training_scheduler
+    from slimdiff.training.run import build_objective
 
     church = tmp_path / "church"
     pair[0].save_pretrained(church / "unet")
@@ -183,7 +184,8 @@ def test_a_teacher_with_another_noise_schedule_is_refused_unless_the_run_uses_it
 
     def objective(**train):
         config = micro_config(tmp_path / "run", distill={"teacher": str(church)}, train=train)
-        return build_objective(from_dict(Config, config), pair[1])
+        run = from_dict(Config, config)
+        return build_objective(run.distill, pair[1], training_scheduler(beta_end=run.train.beta_end))
 
     with pytest.raises(
         ModelError,
@@ -208,3 +210,23 @@ def test_teacher_with_other_prediction_type_or_missing_is_refused(pair, tmp_path
     with pytest.raises(ModelError, match="holds no UNet"):
         load_teacher(tmp_path / "empty")
     assert json.loads((tmp_path / "v" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+
+
+def test_every_objective_returns_a_tensor_loss_and_detached_tensor_terms(pair):
+    teacher, student = pair
+    distillation = SpectralDistillation(student, teacher, DistillConfig(positions=DISTILL_POSITIONS))
+    for objective in (distillation, EpsilonObjective()):
+        assert isinstance(objective, Objective)
+        loss, terms = objective(student, *batch(seed=4))
+        assert isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad
+        assert terms and all(
+            isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in terms.values()
+        )
+    distillation.remove_hooks()
+    # the objective's own parameters are its projectors, never the teacher's or the student's
+    projectors = list(distillation.projectors.parameters())
+    assert projectors and [id(p) for p in distillation.trainable_parameters()] == [id(p) for p in projectors]
+    assert set(distillation.trainable_state()) == {
+        f"projectors.{name}" for name, _ in distillation.projectors.named_parameters()
+    }
+    assert EpsilonObjective().trainable_parameters() == []

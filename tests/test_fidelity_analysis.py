@@ -14,7 +14,7 @@ from slimdiff.analysis.blur import blur_sensitivity
 from slimdiff.analysis.toy import ALPHAS, LENGTH, ToyConfig, mixture_weights, signals, toy_experiment
 from slimdiff.analysis.toy_score import _log_terms, optimal_eps, plot_toy, score_error, score_slice, toy_table
 from slimdiff.cli import app
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.diffusion import training_scheduler
 
 runner = CliRunner()
 ALPHA_BAR = training_scheduler().alphas_cumprod

@@ -10,7 +10,8 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "src" / "slimdiff"
 # Lower layers never import higher ones; see docs/architecture.md for why sampling comes before training.
 LAYERS = [
-    {"errors", "wavelets", "reporting"},
+    # the forward process and its noise schedule: pure functions that the config, training and sampling share
+    {"errors", "wavelets", "diffusion", "reporting"},
     {"data"},
     {"models"},
     {"config"},

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from slimdiff.diffusion import training_scheduler
 from slimdiff.models.loading import load_unet
 from slimdiff.sampling.pipeline import (
     SlimDiffusionPipeline,
@@ -15,7 +16,6 @@ from slimdiff.sampling.pipeline import (
     load_pipeline,
     stitch_plan,
 )
-from slimdiff.sampling.schedule import training_scheduler
 
 
 def gen(seed: int) -> torch.Generator:

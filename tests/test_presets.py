@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimdiff.metrics.complexity import count_params
 from slimdiff.models.gating import WGDown, WGUp
 from slimdiff.models.presets import PRESETS, get_preset
+from slimdiff.models.size import count_params
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 
 # Deviation from the paper in % (params, conv + linear MACs), as measured; a change of the architecture

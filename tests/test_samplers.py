@@ -3,7 +3,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.diffusion import training_scheduler
 from slimdiff.sampling.solvers import SAMPLERS, build_scheduler, check_scheduler, clip_prediction, get_sampler
 
 TRAINING = dict(training_scheduler().config)

@@ -15,9 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
+from slimdiff.diffusion import training_scheduler
 from slimdiff.models.unet import SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import training_scheduler
 from slimdiff.serve.server import load_generator, make_server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

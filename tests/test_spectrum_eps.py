@@ -3,9 +3,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from slimdiff.diffusion import training_scheduler
 from slimdiff.metrics.eps_spectrum import eps_error_spectrum, plot_eps_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum
-from slimdiff.sampling.schedule import training_scheduler
 
 SCHEDULER = training_scheduler()
 

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from slimdiff.cli import app
 from slimdiff.config import Config, from_dict
 from slimdiff.data.order import StepSampler
+from slimdiff.diffusion import NOISE_SCHEDULE
 from slimdiff.errors import ConfigError, TrainingDiverged, TrainingError, TrainingStopped
 from slimdiff.models.loading import load_unet
-from slimdiff.sampling.schedule import NOISE_SCHEDULE
 from slimdiff.training.checkpoint import candidates, list_checkpoints
 from slimdiff.training.loop import train
 from slimdiff.training.objectives import EpsilonObjective, Objective

@@ -10,11 +10,11 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.upsampling import Upsample2D
 
+from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import ModelError
 from slimdiff.models.gating import WGDown, WGUp
 from slimdiff.models.loading import load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
-from slimdiff.sampling.schedule import training_scheduler
 
 
 def _samplers(model) -> tuple[list, list]:

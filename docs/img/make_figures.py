@@ -14,7 +14,7 @@ from slimdiff.analysis.wiener import linear_denoiser, mean_power_2d
 from slimdiff.data.datasets import load_images
 from slimdiff.metrics.eps_spectrum import eps_error_spectrum, plot_eps_spectrum
 from slimdiff.metrics.spectrum import plot_spectra, spectrum_error
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.diffusion import training_scheduler
 
 HERE = Path(__file__).parent
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from slimdiff.sampling.schedule import add_noise, training_scheduler
+from slimdiff.diffusion import add_noise, training_scheduler
 
 ALPHAS = (1, 2, 4, 8, 12, 16)
 LENGTH = 40

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from slimdiff.analysis.toy import ALPHAS, LENGTH, predict_eps, signals
-from slimdiff.sampling.schedule import training_scheduler
+from slimdiff.diffusion import training_scheduler
 
 SCORE_TIMESTEPS = tuple(range(10, 1000, 20))  # 50 timesteps spread over the whole process
 LATE = 250  # "late": the last quarter of the reverse process, where the detail is settled

@@ -58,7 +58,7 @@ def wiener(
     """Optimal linear denoiser H_t(f) = 1/(ᾱ|X0(f)|² + 1 − ᾱ) of the data, its pass-band over ᾱ, and a
     least-squares filter fitted on noisy images against it (the paper's Figure 3)."""
     from slimdiff.analysis.wiener import TIMESTEPS, plot_wiener, wiener_analysis
-    from slimdiff.sampling.schedule import training_scheduler
+    from slimdiff.diffusion import training_scheduler
 
     _start(
         out, {"analysis": "wiener", "data": data, "n": n, "size": size, "seed": seed, "timesteps": TIMESTEPS}

@@ -11,8 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from slimdiff.cli.app import app, console, fail
-from slimdiff.metrics.complexity import count_macs_by_kind, count_params, steps_per_second
+from slimdiff.metrics.complexity import count_macs_by_kind, steps_per_second
 from slimdiff.models.presets import PRESETS, Preset
+from slimdiff.models.size import count_params
 
 
 def _delta(ours: float, paper: float | None) -> str:

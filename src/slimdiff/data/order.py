@@ -1,14 +1,14 @@
-"""Data order and noise of the training loop as pure functions of (seed, micro-step, process).
+"""The data order of the training loop as a pure function of (seed, micro-step, process).
 
-Nothing here keeps state between steps, so a run resumed at micro-step m draws exactly the batches, timesteps
-and noise it would have drawn had it never stopped, and each process of a distributed run takes its own slice.
+Nothing here keeps state between steps, so a run resumed at micro-step m draws exactly the batches it would
+have drawn had it never stopped, and each process of a distributed run takes its own slice. The timesteps
+and noise of a micro-batch follow the same rule (`slimdiff.diffusion.micro_step_noise`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -42,13 +42,3 @@ class StepSampler(Sampler[list[int]]):
                 batch.append(int(permutation[position % self.length]))
             yield batch
             step += 1
-
-
-def micro_step_noise(
-    shape: tuple[int, ...], seed: int, micro_step: int, process: int, timesteps: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t, ε) for one micro-batch, drawn from a generator seeded by (seed, micro-step, process)."""
-    key = int(np.random.SeedSequence([seed, micro_step, process]).generate_state(1)[0])
-    generator = torch.Generator().manual_seed(key)
-    t = torch.randint(0, timesteps, (shape[0],), generator=generator)
-    return t, torch.randn(shape, generator=generator)

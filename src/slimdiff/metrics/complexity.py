@@ -1,4 +1,4 @@
-"""Model complexity: parameters, MACs of one UNet step, and throughput in UNet steps per second.
+"""Model complexity: MACs of one UNet step and throughput in UNet steps per second (parameters: `models.size`).
 
 MACs come from torch's `FlopCounterMode` (one MAC = two FLOPs of a matmul or convolution). On CPU the
 fused `scaled_dot_product_attention` kernel is not counted, so while counting the attention layers run
@@ -16,11 +16,6 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
 
 # QKᵀ and AV of the classic attention processor; everything else counted is a convolution or a linear layer.
 ATTENTION_OPS = ("aten.bmm", "aten.baddbmm")

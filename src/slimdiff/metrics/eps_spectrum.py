@@ -24,8 +24,8 @@ import torch
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
+from slimdiff.diffusion import add_noise
 from slimdiff.metrics.spectrum import DEFAULT_CUTOFF, frequency_radius, power_spectrum_2d, radial_average
-from slimdiff.sampling.schedule import add_noise
 
 
 @dataclass

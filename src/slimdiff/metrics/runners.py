@@ -13,13 +13,14 @@ from torch import Tensor
 
 from slimdiff.data.latent_cache import source_fingerprint
 from slimdiff.metrics import fid
-from slimdiff.metrics.complexity import count_macs_by_kind, count_params, steps_per_second
+from slimdiff.metrics.complexity import count_macs_by_kind, steps_per_second
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum, plot_eps_spectrum
 from slimdiff.metrics.spectrum import plot_spectra, spectrum_error
 from slimdiff.metrics.swd import swd
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import condition_input, example_inputs, sample_hw
 from slimdiff.models.loading import load_unet
+from slimdiff.models.size import count_params
 
 
 class Skip(Exception):

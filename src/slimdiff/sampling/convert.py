@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
+from slimdiff.diffusion import NOISE_SCHEDULE
 from slimdiff.errors import ConfigError, ModelError
 from slimdiff.models.compvis import from_compvis
 from slimdiff.models.compvis_vae import first_stage, vae_from_compvis
 from slimdiff.models.presets import PRESETS, get_preset
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import NOISE_SCHEDULE
 
 UNET_PREFIX = "model.diffusion_model."
 EMA_PREFIX = "model_ema."

@@ -31,12 +31,12 @@ from diffusers import (
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 
+from slimdiff.diffusion import training_scheduler
 from slimdiff.models.inputs import sample_hw
 from slimdiff.models.loading import load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.folders import diffusers_entry, download, foreign_components, no_loading_bar
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
-from slimdiff.sampling.schedule import training_scheduler
 from slimdiff.sampling.solvers import (
     alpha_bar_at,
     build_scheduler,
@@ -261,7 +261,7 @@ def _check_stitch(
 
 def load_pipeline(source: str | Path, **kwargs) -> SlimDiffusionPipeline:
     """The pipeline in `source`: a pipeline folder (slimdiff's or diffusers', see `from_pretrained`), a slimdiff
-    run folder (its `model/`), or a bare UNet folder, which gets the training noise schedule (sampling/schedule.py)
+    run folder (its `model/`), or a bare UNet folder, which gets the training noise schedule (slimdiff/diffusion.py)
     with slimdiff's sampling settings and no autoencoder. A hub id is loaded as a pipeline repository, else as a
     bare UNet. `kwargs` (diffusers' loading keywords) go to `from_pretrained`."""
     path = Path(source)

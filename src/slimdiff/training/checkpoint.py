@@ -19,18 +19,13 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from slimdiff.config import Config
 from slimdiff.errors import TrainingError
-from slimdiff.training.objectives import load_trainable_state, trainable_state
+from slimdiff.training.run import TrainingRun
 from slimdiff.training.run_outputs import ema_unet
 from slimdiff.training.state_files import optimizer_from_files, optimizer_to_files, rng_state, set_rng_state
 
@@ -38,31 +33,6 @@ PREFIX = "step-"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # What reading a damaged checkpoint raises: truncated / zeroed safetensors, missing files, broken JSON.
 _DAMAGE = (SafetensorError, OSError, json.JSONDecodeError, KeyError, ValueError)
-
-
-@dataclass
-class TrainingRun:
-    """Everything one training run holds; a checkpoint is this at one step."""
-
-    config: Config
-    accelerator: object
-    autoencoder: nn.Module
-    unet: nn.Module  # the bare model (EMA, checkpoints, samples)
-    prepared: nn.Module  # the same model as accelerate wrapped it (forward / backward)
-    objective: nn.Module
-    trained: list[torch.nn.Parameter]  # UNet parameters, then the objective's trainable ones
-    optimizer: torch.optim.Optimizer
-    lr_schedule: object
-    ema: object
-    log: Callable[[str], None]
-    alpha_bar: torch.Tensor  # ᾱ_t of the training schedule, on the device
-    step: int = 0
-    conditioner: nn.Module | None = None  # labels / captions → UNet inputs (None: unconditional)
-    class_names: list[str] | None = None
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.config.run.dir)
 
 
 def checkpoint_name(step: int) -> str:
@@ -138,12 +108,13 @@ def restore_checkpoint(run: TrainingRun, paths: list[Path]) -> Path:
                 f"it is at step {saved['state']['step']}, beyond train.steps {run.config.train.steps}"
             )
         run.unet.load_state_dict(saved["unet"])
-        load_trainable_state(run.objective, saved["objective"])
+        run.objective.load_trainable_state(saved["objective"])
         run.optimizer.load_state_dict(saved["optimizer"])
         run.lr_schedule.load_state_dict(saved["lr_schedule"])
         # EMA shadow weights in the order of the UNet's parameters
         shadow = [saved["ema"][name] for name, _ in run.unet.named_parameters()]
         run.ema.load_state_dict({**saved["ema_counters"], "shadow_params": shadow})
+        run.ema.to(accelerator.device)  # the shadow weights were read onto the CPU
     except (KeyError, RuntimeError, ValueError) as error:
         reason = str(error).strip("'\"").splitlines()[0]
         raise TrainingError(
@@ -175,7 +146,7 @@ def _write(tmp: Path, run: TrainingRun) -> None:
     counters = {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"}
     (tmp / "ema" / "ema.json").write_text(json.dumps(counters))
     save_file(
-        {k: v.cpu().contiguous() for k, v in trainable_state(run.objective).items()},
+        {k: v.cpu().contiguous() for k, v in run.objective.trainable_state().items()},
         tmp / "objective.safetensors",
     )
     tensors, meta = optimizer_to_files(run.optimizer)

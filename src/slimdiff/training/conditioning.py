@@ -2,7 +2,8 @@
 classifier-free-guidance dropout to the null class / the empty prompt.
 
 The kind (`none`, `class`, `text`) comes from `conditioning.kind`, or from the preset when unset; it is
-checked against the data before anything starts. A class model has K + 1 context rows, row K meaning "no
+resolved once per run (`resolve_kind`, in `training.run.build_run`) and checked against the data before
+anything starts. A class model has K + 1 context rows, row K meaning "no
 class"; a text model learns the empty prompt's embedding as its unconditional input.
 """
 
@@ -15,8 +16,7 @@ from torch import nn
 from slimdiff.config import Config
 from slimdiff.errors import ConfigError, DataError
 from slimdiff.models.inputs import condition_input
-from slimdiff.models.presets import build_unet, get_preset
-from slimdiff.models.text_encoder import load_text_encoder
+from slimdiff.models.presets import get_preset
 
 
 def preset_kind(model: str) -> str:
@@ -74,24 +74,22 @@ class Conditioner(nn.Module):
         return {"encoder_hidden_states": self.text_encoder(prompts).to(device)}
 
 
-def conditioned_unet(config: Config, dataset, factor: int, latent_channels: int):
-    """(UNet, Conditioner or None, class names or None) for a run: the preset sized for the latents, its class
-    table sized for the data's classes, its context width for the text encoder's."""
-    kind = resolve_kind(config)
-    overrides, encoder, names = dict(config.model_overrides), None, getattr(dataset, "class_names", None)
+def conditioned_overrides(
+    overrides: dict, kind: str, class_names: list[str] | None, text_encoder: nn.Module | None
+) -> dict:
+    """The preset `overrides` of a run's UNet with its conditioning sized for the data and the text encoder:
+    a class table with a row per class of the data (unless set larger), a context as wide as the encoder's."""
+    overrides = dict(overrides)
     if kind == "class":
-        overrides.setdefault("num_context_classes", len(names))
-        if overrides["num_context_classes"] < len(names):
+        overrides.setdefault("num_context_classes", len(class_names))
+        if overrides["num_context_classes"] < len(class_names):
             raise ConfigError(
-                f"the data has {len(names)} classes but model_overrides.num_context_classes is {overrides['num_context_classes']}"
+                f"the data has {len(class_names)} classes but model_overrides.num_context_classes is "
+                f"{overrides['num_context_classes']}"
             )
     elif kind == "text":
-        encoder = load_text_encoder(config.conditioning.text_encoder)
-        overrides.setdefault("cross_attention_dim", encoder.hidden_size)
-    unet = build_unet(config.model, config.data.size, overrides, factor, latent_channels)
-    p, seed = config.conditioning.cond_dropout, config.train.seed
-    conditioner = None if kind == "none" else Conditioner(kind, unet, encoder, p, seed)
-    return unet, conditioner, names if kind == "class" else None
+        overrides.setdefault("cross_attention_dim", text_encoder.hidden_size)
+    return overrides
 
 
 def split_batch(batch) -> tuple[torch.Tensor, object]:

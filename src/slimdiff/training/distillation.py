@@ -6,8 +6,8 @@
     ω_i       = normalise((|F(resize(x0 → H_i×W_i))| averaged over channels + δ)^α)       ("ours", default)
     ω_i       = |F(resize(x0 → H_i×W_i))|^α, per channel, not normalised               ("paper")
 
-S_i / T_i are student / teacher outputs at the distillation positions, taken by forward hooks on module
-objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal 2-D FFT (both forms); ω is
+S_i / T_i are student / teacher outputs at the distillation positions (`config.DISTILL_POSITIONS`), taken by
+forward hooks on module objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal 2-D FFT (both forms); ω is
 detached; ours has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high frequencies. The
 paper's literal ω keeps x0's channels where the distilled tensor has them (the ε output) and averages them
 otherwise (features); magnitudes below δ are raised to δ only so that exact zeros stay finite.
@@ -19,14 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slimdiff.config import DISTILL_POSITIONS, DistillConfig
+from slimdiff.config import DistillConfig
 from slimdiff.errors import ConfigError
 from slimdiff.models.inputs import example_inputs
 from slimdiff.models.loading import check_compatible
-
-POSITIONS = DISTILL_POSITIONS
-DEFAULT_POSITIONS = DistillConfig.positions
-
+from slimdiff.training.objectives import Objective, Terms
 
 # --- losses: plain functions over tensors -------------------------------------------------------------
 
@@ -34,9 +31,6 @@ DEFAULT_POSITIONS = DistillConfig.positions
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     # FFTs of half-precision features (mixed precision) lose the small high-frequency terms.
     return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-OMEGA_FORMS = ("ours", "paper")
 
 
 def spectral_weight(
@@ -49,9 +43,7 @@ def spectral_weight(
 ) -> torch.Tensor:
     """ω over the FFT grid of a tensor of spatial `size` and `channels` channels, from the clean x0: "ours"
     (B, 1, H, W), mean 1 per sample; "paper" |F(x0)|^α, (B, C, H, W) when `channels` equals x0's, else averaged
-    to (B, 1, H, W)."""
-    if form not in OMEGA_FORMS:
-        raise ConfigError(f"unknown ω form {form!r}; valid: {', '.join(OMEGA_FORMS)}")
+    to (B, 1, H, W). `form` is one of `config.OMEGA_FORMS` (checked by `DistillConfig`)."""
     x = (
         x0
         if tuple(x0.shape[-2:]) == tuple(size)
@@ -79,12 +71,11 @@ def frequency_loss(student: torch.Tensor, teacher: torch.Tensor, omega: torch.Te
 
 
 def tap_module(unet: nn.Module, position: str) -> nn.Module:
-    """The module whose output is the feature at `position` (not for "output")."""
+    """The module whose output is the feature at `position` (a feature position of `config.DISTILL_POSITIONS`,
+    checked by `DistillConfig`)."""
     ups = [b.upsamplers[-1] for b in unet.up_blocks if getattr(b, "upsamplers", None)]
     downs = [b.downsamplers[-1] for b in unet.down_blocks if getattr(b, "downsamplers", None)]
     candidates = {"feat-up1": ups[-1:], "feat-up2": ups[-2:-1], "feat-down4": downs[-1:]}
-    if position not in candidates:
-        raise ConfigError(f"unknown distillation position {position!r}; valid: {', '.join(POSITIONS)}")
     if not candidates[position]:
         raise ConfigError(f"{type(unet).__name__} has too few up/down-samplers for position {position!r}")
     return candidates[position][0]
@@ -113,42 +104,21 @@ class FeatureTap:
 # --- the objective -----------------------------------------------------------------------------------
 
 
-class SpectralDistillation(nn.Module):
-    """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t (an
-    objective as `slimdiff.training.objectives` defines it).
+class SpectralDistillation(Objective):
+    """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t, with the
+    positions, λ_s, λ_f, α, δ and ω form of `settings` (a validated `DistillConfig`; its teacher field is not
+    read: the teacher comes loaded).
 
     Only the projectors are parameters of this module; the teacher is held outside the module tree so
     its weights stay out of checkpoints and the optimizer.
     """
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module,
-        positions: tuple[str, ...] = DEFAULT_POSITIONS,
-        lambda_spatial: float = 0.1,
-        lambda_freq: float = 0.1,
-        alpha: float = -1.0,
-        delta: float = 1e-3,
-        omega: str = "ours",
-    ):
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillConfig | None = None):
         super().__init__()
         check_compatible(teacher, student)
-        if omega not in OMEGA_FORMS:
-            raise ConfigError(f"unknown ω form {omega!r}; valid: {', '.join(OMEGA_FORMS)}")
-        self.omega = omega
-        unknown = [p for p in positions if p not in POSITIONS]
-        if unknown or not positions:
-            raise ConfigError(f"unknown distillation positions {unknown}; valid: {', '.join(POSITIONS)}")
-        self.positions = tuple(positions)
-        self.lambda_spatial, self.lambda_freq, self.alpha, self.delta = (
-            lambda_spatial,
-            lambda_freq,
-            alpha,
-            delta,
-        )
+        self.settings = settings or DistillConfig()
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
-        features = [p for p in self.positions if p != "output"]
+        features = [p for p in self.settings.positions if p != "output"]
         self.student_taps = {p: FeatureTap(tap_module(student, p)) for p in features}
         self.teacher_taps = {p: FeatureTap(tap_module(teacher, p)) for p in features}
         self.projectors = nn.ModuleDict(self._make_projectors(student, features))
@@ -187,8 +157,8 @@ class SpectralDistillation(nn.Module):
         t: torch.Tensor,
         noise: torch.Tensor,
         **condition: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        teacher = self.teacher
+    ) -> tuple[torch.Tensor, Terms]:
+        teacher, s = self.teacher, self.settings
         if next(teacher.parameters()).device != x_t.device:
             teacher.to(x_t.device)
         eps_student = unet(x_t, t, **condition).sample
@@ -197,22 +167,17 @@ class SpectralDistillation(nn.Module):
         loss_eps = F.mse_loss(eps_student.float(), noise.float())
         loss_spatial = loss_eps.new_zeros(())
         loss_freq = loss_eps.new_zeros(())
-        for p in self.positions:
+        for p in s.positions:
             if p == "output":
-                s, tt = eps_student, eps_teacher
+                student, target = eps_student, eps_teacher
             else:
-                s, tt = self.projectors[p](self.student_taps[p].pop()), self.teacher_taps[p].pop()
-            if self.lambda_spatial:
-                loss_spatial = loss_spatial + spatial_loss(s.float(), tt.float())
-            if self.lambda_freq:
-                omega = spectral_weight(
-                    x0, tuple(tt.shape[-2:]), self.alpha, self.delta, self.omega, channels=tt.shape[1]
-                )
-                loss_freq = loss_freq + frequency_loss(s, tt, omega)
-        loss = loss_eps + self.lambda_spatial * loss_spatial + self.lambda_freq * loss_freq
-        terms = {
-            "loss_eps": loss_eps.item(),
-            "loss_spatial": loss_spatial.item(),
-            "loss_freq": loss_freq.item(),
-        }
-        return loss, terms
+                student, target = self.projectors[p](self.student_taps[p].pop()), self.teacher_taps[p].pop()
+            if s.lambda_spatial:
+                loss_spatial = loss_spatial + spatial_loss(student.float(), target.float())
+            if s.lambda_freq:
+                size, channels = tuple(target.shape[-2:]), target.shape[1]
+                omega = spectral_weight(x0, size, s.alpha, s.delta, s.omega, channels=channels)
+                loss_freq = loss_freq + frequency_loss(student, target, omega)
+        loss = loss_eps + s.lambda_spatial * loss_spatial + s.lambda_freq * loss_freq
+        terms = {"loss_eps": loss_eps, "loss_spatial": loss_spatial, "loss_freq": loss_freq}
+        return loss, {name: value.detach() for name, value in terms.items()}

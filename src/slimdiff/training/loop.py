@@ -1,8 +1,8 @@
 """The one training loop (docs/architecture.md): teacher training, the Lite baseline and distillation.
 
 x0 (image or latent) → x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε → objective(unet, x0, x_t, t, ε) → AdamW, EMA. What is
-minimised is the objective the config asks for (`build_objective`): ε-prediction, or a teacher plus extra loss
-terms for distillation — not a second loop.
+minimised is the objective the config asks for (`training.run.build_objective`): ε-prediction, or a teacher plus
+extra loss terms for distillation — not a second loop. Everything the run holds is built by `build_run`.
 
 Runs under accelerate (one CPU/GPU with `slimdiff train`, many GPUs / nodes with `accelerate launch`).
 The data order and the noise of every micro-batch are functions of (seed, micro-step, process), so a run
@@ -19,24 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from slimdiff.config import Config
-from slimdiff.data.order import StepSampler, micro_step_noise
-from slimdiff.data.training_set import training_set
+from slimdiff.data.order import StepSampler
+from slimdiff.diffusion import add_noise, micro_step_noise
 from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped, check_output_folder
-from slimdiff.models.autoencoders import load_autoencoder
-from slimdiff.sampling.schedule import add_noise, run_scheduler
-from slimdiff.training.checkpoint import (
-    TrainingRun,
-    candidates,
-    list_checkpoints,
-    restore_checkpoint,
-    save_checkpoint,
-)
-from slimdiff.training.conditioning import conditioned_unet, resolve_kind, split_batch
-from slimdiff.training.objectives import build_objective
+from slimdiff.training.checkpoint import candidates, list_checkpoints, restore_checkpoint, save_checkpoint
+from slimdiff.training.conditioning import split_batch
+from slimdiff.training.objectives import Objective, Terms
+from slimdiff.training.run import TrainingRun, build_run
 from slimdiff.training.run_outputs import RunLog, ScalarWindow, export_model, write_samples
 
 
@@ -55,64 +47,16 @@ def _stop_signals() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
-def _as_float(value) -> float:
-    return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
-
-
-def _setup(config: Config, make_objective, accelerator, log) -> tuple[TrainingRun, Dataset, bool]:
-    """Autoencoder, data, UNet, objective (hooks attached before wrapping), optimiser, lr schedule, EMA."""
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-
-    tc, ae = config.train, config.autoencoder
-    torch.manual_seed(tc.seed)
-    autoencoder = load_autoencoder(ae.kind, ae.source, ae.scaling_factor).to(accelerator.device)
-    cache_root = None
-    if ae.cache:
-        cache_root = Path(ae.cache_dir or Path(config.run.dir).parent / ".latent-cache")
-    dataset, is_latent = training_set(
-        config.data,
-        autoencoder,
-        cache_root,
-        batch_size=tc.batch_size,
-        device=accelerator.device,
-        main_first=accelerator.main_process_first,
-        progress=accelerator.is_main_process,
-        log=log,
-        conditioning=resolve_kind(config),
-    )
-    unet, conditioner, class_names = conditioned_unet(
-        config, dataset, autoencoder.factor, autoencoder.latent_channels
-    )
-    objective = (make_objective or (lambda u: build_objective(config, u)))(unet)
-    unet.to(accelerator.device).train()
-    objective.to(accelerator.device)
-    trained = list(unet.parameters()) + [p for p in objective.parameters() if p.requires_grad]
-    lr = tc.base_lr * tc.batch_size * tc.grad_accum * accelerator.num_processes
-    optimizer = torch.optim.AdamW(trained, lr=lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
-    lr_schedule = get_scheduler(
-        "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
-    )
-    ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
-    ᾱ = run_scheduler(tc).alphas_cumprod.to(accelerator.device)
-    run = TrainingRun(
-        config, accelerator, autoencoder, unet, unet, objective, trained, optimizer, lr_schedule, ema, log, ᾱ
-    )
-    run.conditioner, run.class_names = conditioner, class_names
-    return run, dataset, is_latent
-
-
-def _forward_backward(
-    run: TrainingRun, batches: Iterator[torch.Tensor], is_latent: bool
-) -> tuple[torch.Tensor, dict]:
-    """Gradients of one optimiser step (all micro-batches); returns the mean loss and logged terms."""
+def _forward_backward(run: TrainingRun, batches: Iterator[torch.Tensor]) -> tuple[torch.Tensor, Terms]:
+    """Gradients of one optimiser step (all micro-batches); returns the mean loss and the mean logged terms,
+    as tensors on the device (nothing is read back here)."""
     accelerator, tc = run.accelerator, run.config.train
     total = torch.zeros((), device=accelerator.device)
-    terms: dict[str, float] = {}
+    terms: Terms = {}
     for micro in range(tc.grad_accum):
         batch, conditions = split_batch(next(batches))
         x0 = batch.to(accelerator.device)
-        x0 = x0 if is_latent else run.autoencoder.encode(x0)
+        x0 = x0 if run.is_latent else run.autoencoder.encode(x0)
         micro_step, process = run.step * tc.grad_accum + micro, accelerator.process_index
         condition = (
             {} if run.conditioner is None else run.conditioner(conditions, micro_step, process, x0.device)
@@ -127,7 +71,7 @@ def _forward_backward(
         accelerator.backward(loss / tc.grad_accum)
         total += loss.detach().float() / tc.grad_accum
         for k, v in logged.items():
-            terms[k] = terms.get(k, 0.0) + _as_float(v) / tc.grad_accum
+            terms[k] = terms.get(k, 0.0) + v.detach().float() / tc.grad_accum
     return total, terms
 
 
@@ -135,7 +79,7 @@ def _optimiser_step(run: TrainingRun) -> float | None:
     """Average the objective's own gradients (outside DDP), clip, step AdamW, lr schedule and EMA."""
     accelerator, tc = run.accelerator, run.config.train
     if accelerator.num_processes > 1:
-        for p in run.trained[len(list(run.unet.parameters())) :]:
+        for p in run.objective.trainable_parameters():
             if p.grad is not None:
                 p.grad = accelerator.reduce(p.grad, reduction="mean")
     grad_norm = accelerator.clip_grad_norm_(run.trained, tc.grad_clip) if tc.grad_clip > 0 else None
@@ -150,14 +94,15 @@ def _optimiser_step(run: TrainingRun) -> float | None:
 def train(
     config: Config,
     *,
-    make_objective: Callable[[nn.Module], nn.Module] | None = None,
+    make_objective: Callable[[torch.nn.Module], Objective] | None = None,
     resume: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Train `config`; returns the run folder, whose `model/` holds the EMA model as a pipeline.
 
-    The objective is `build_objective(config, unet)` (distillation when the config has a `distill:` section);
-    `make_objective(unet)` replaces it with your own, called on the bare UNet before accelerate wraps it.
+    The objective is `build_objective` (distillation when the config has a `distill:` section);
+    `make_objective(unet)` replaces it with your own `Objective`, called on the bare UNet before accelerate
+    wraps it.
     resume: "latest" (the newest checkpoint that reads) or a checkpoint folder. Raises a `SlimdiffError` on a
     problem the user can fix — `TrainingDiverged` on a NaN loss, `TrainingStopped` after SIGINT / SIGTERM.
     """
@@ -182,7 +127,7 @@ def train(
     )
     main = accelerator.is_main_process
     log = RunLog(run_dir / "logs" / "run.log", main, tqdm.write if progress and main else None)
-    run, dataset, is_latent = _setup(config, make_objective, accelerator, log)
+    run = build_run(config, accelerator, log, make_objective)
     if resume_from is not None:
         log(f"resumed from {restore_checkpoint(run, resume_from)} at step {run.step}")
     # Validated: only now does the run folder change.
@@ -192,17 +137,15 @@ def train(
         if run.class_names:
             (run_dir / "class_names.json").write_text(json.dumps(run.class_names))
     log.start()
-    run.ema.to(accelerator.device)
-    run.prepared, run.optimizer = accelerator.prepare(run.unet, run.optimizer)
     sampler = StepSampler(
-        len(dataset),
+        len(run.data),
         tc.batch_size,
         seed=tc.seed,
         process=accelerator.process_index,
         processes=accelerator.num_processes,
         start=run.step * tc.grad_accum,
     )
-    batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=config.data.num_workers))
+    batches = iter(DataLoader(run.data, batch_sampler=sampler, num_workers=config.data.num_workers))
     accelerator.init_trackers("train")
     total_batch = tc.batch_size * tc.grad_accum * accelerator.num_processes
     log(
@@ -216,7 +159,7 @@ def train(
     scalars = ScalarWindow(accelerator)
     with _stop_signals() as received:
         while run.step < tc.steps:
-            loss, terms = _forward_backward(run, batches, is_latent)
+            loss, terms = _forward_backward(run, batches)
             # One collective per step: the summed loss, and whether any process saw a NaN/Inf loss or a signal.
             finite = torch.isfinite(loss)
             signalled = torch.tensor(float(received[0] if received else 0), device=accelerator.device)
@@ -239,7 +182,16 @@ def train(
             if config.run.sample_every and step % config.run.sample_every == 0:
                 if main:
                     grid = run_dir / "samples" / f"step-{step:08d}.png"
-                    write_samples(run.unet, run.ema, run.autoencoder.model, config, grid)
+                    write_samples(
+                        run.unet,
+                        run.ema,
+                        run.autoencoder.model,
+                        run.scheduler,
+                        grid,
+                        count=config.run.sample_count,
+                        steps=config.run.sample_steps,
+                        seed=tc.seed,
+                    )
                 accelerator.wait_for_everyone()
             if step % config.run.checkpoint_every == 0 or step == tc.steps or status[2] > 0:
                 save_checkpoint(run)
@@ -255,7 +207,7 @@ def train(
             run.ema,
             run.autoencoder.model,
             run_dir / "model",
-            run_scheduler(tc),
+            run.scheduler,
             run.conditioner,
             run.class_names,
         )

@@ -8,14 +8,13 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from slimdiff.config import Config
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.schedule import run_scheduler
 
 
 class RunLog:
@@ -48,17 +47,18 @@ class RunLog:
 
 
 class ScalarWindow:
-    """Training scalars averaged over the steps since the last flush, then logged as `train/<name>`."""
+    """Training scalars averaged over the steps since the last flush, then logged as `train/<name>`. Values
+    may be tensors on the device: they are read back only here, when logged, not at every step."""
 
     def __init__(self, accelerator):
         self.accelerator, self.values = accelerator, {}
 
-    def add(self, values: dict[str, float]) -> None:
+    def add(self, values: dict[str, float | torch.Tensor]) -> None:
         for k, v in values.items():
             self.values.setdefault(k, []).append(v)
 
     def flush(self, step: int, current: dict[str, float]) -> None:
-        means = {k: sum(v) / len(v) for k, v in self.values.items()}
+        means = {k: sum(map(float, v)) / len(v) for k, v in self.values.items()}
         self.accelerator.log({f"train/{k}": v for k, v in (means | current).items()}, step=step)
         self.values.clear()
 
@@ -76,14 +76,25 @@ def _pipeline(unet: nn.Module, vae: nn.Module | None, scheduler: DDPMScheduler) 
     return pipe
 
 
-def write_samples(unet: nn.Module, ema, vae: nn.Module | None, config: Config, path: Path) -> None:
-    """A grid of `run.sample_count` DDIM samples from the EMA weights, from fixed noise (comparable over time)."""
+def write_samples(
+    unet: nn.Module,
+    ema,
+    vae: nn.Module | None,
+    scheduler: DDPMScheduler,
+    path: Path,
+    *,
+    count: int,
+    steps: int,
+    seed: int,
+) -> None:
+    """A grid of `count` DDIM samples (`steps` steps) from the EMA weights, from fixed noise drawn from `seed`
+    (comparable over time)."""
     images = generate(
-        _pipeline(ema_unet(unet, ema), vae, run_scheduler(config.train)),
-        config.run.sample_count,
-        seed=config.train.seed,
-        batch=config.run.sample_count,
-        num_inference_steps=config.run.sample_steps,
+        _pipeline(ema_unet(unet, ema), vae, scheduler),
+        count,
+        seed=seed,
+        batch=count,
+        num_inference_steps=steps,
         sampler="ddim",
     )
     save_grid(images, path, padding=0)

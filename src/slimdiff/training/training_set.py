@@ -1,24 +1,25 @@
-"""The training data of a run: the images its `data:` section names, or their latents from the on-disk cache."""
+"""The training data of a run: the images its `data:` section names, or their latents from the on-disk cache.
+
+It lives in training/, not data/, because it reads the run's `DataConfig` (data/ sits below the config and
+takes plain values)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
 
+from slimdiff.config import DataConfig
 from slimdiff.data.datasets import make_dataset
 from slimdiff.data.latent_cache import cached_latents, source_fingerprint
-
-if TYPE_CHECKING:  # data comes before models (docs/architecture.md): the autoencoder is passed in
-    from slimdiff.models.autoencoders import Autoencoder
+from slimdiff.models.autoencoders import Autoencoder
 
 
 def training_set(
-    data,
+    data: DataConfig,
     autoencoder: Autoencoder,
     cache_root: Path | None,
     *,
@@ -29,7 +30,7 @@ def training_set(
     log: Callable[[str], None] = print,
     conditioning: str = "none",
 ) -> tuple[Dataset, bool]:
-    """(dataset, whether it yields latents already) for a `DataConfig`; with `conditioning` class / text the
+    """(dataset, whether it yields latents already) for the run's `data`; with `conditioning` class / text the
     items are (image or latent, label or caption). With `cache_root` and a real autoencoder, latents come
     from (or are written to) the cache under it; `main_first` lets the main process of a distributed run fill
     the cache before the others read it."""

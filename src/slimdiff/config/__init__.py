@@ -1,0 +1,32 @@
+"""Run configuration: YAML → validated dataclasses. `sections` holds the dataclasses and every rule about a
+setting; `loading` reads YAML and `--set` overrides into them."""
+
+from slimdiff.config.loading import apply_overrides, from_dict, load_config
+from slimdiff.config.sections import (
+    DISTILL_POSITIONS,
+    OMEGA_FORMS,
+    AutoencoderConfig,
+    ConditioningConfig,
+    Config,
+    DataConfig,
+    DistillConfig,
+    RunConfig,
+    TrainConfig,
+)
+from slimdiff.errors import ConfigError
+
+__all__ = [
+    "DISTILL_POSITIONS",
+    "OMEGA_FORMS",
+    "AutoencoderConfig",
+    "Config",
+    "ConditioningConfig",
+    "ConfigError",
+    "DataConfig",
+    "DistillConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_config",
+]
