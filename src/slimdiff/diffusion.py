@@ -1,4 +1,4 @@
-"""The forward process q(x_t | x0) and the noise schedule it runs on (README, "Presets and the paper's numbers").
+"""The forward process q(x_t | x0) and its noise schedule (README, "Presets and the paper's numbers").
 
 1000 steps, LDM's "linear" β ramp (linear in √β, diffusers' `scaled_linear`), ε-prediction. The forward
 process x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε is written once, here, for training, the ε-error spectrum and the toy

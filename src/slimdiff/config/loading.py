@@ -74,7 +74,8 @@ def from_dict(cls: type, data: dict, where: str = ""):
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """`data` with `key.sub=value` overrides applied (values parsed as YAML: 10, 1e-4, true, null, tiny-sd)."""
+    """`data` with `key.sub=value` overrides applied (values parsed as YAML: 10, 1e-4, true, null,
+    tiny-sd)."""
     data = plain(data)
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -7,10 +7,11 @@
     ω_i       = |F(resize(x0 → H_i×W_i))|^α, per channel, not normalised               ("paper")
 
 S_i / T_i are student / teacher outputs at the distillation positions (`config.DISTILL_POSITIONS`), taken by
-forward hooks on module objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal 2-D FFT (both forms); ω is
-detached; ours has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the rare high frequencies. The
-paper's literal ω keeps x0's channels where the distilled tensor has them (the ε output) and averages them
-otherwise (features); magnitudes below δ are raised to δ only so that exact zeros stay finite.
+forward hooks on module objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal
+2-D FFT (both forms); ω is detached; ours has mean 1 per sample, so λ_f keeps its meaning; α < 0 lifts the
+rare high frequencies. The paper's literal ω keeps x0's channels where the distilled tensor has them (the ε
+output) and averages them otherwise (features); magnitudes below δ are raised to δ only so that exact zeros
+stay finite.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The one training loop (docs/architecture.md): teacher training, the Lite baseline and distillation.
 
 x0 (image or latent) → x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε → objective(unet, x0, x_t, t, ε) → AdamW, EMA. What is
-minimised is the objective the config asks for (`training.run.build_objective`): ε-prediction, or a teacher plus
-extra loss terms for distillation — not a second loop. Everything the run holds is built by `build_run`.
+minimised is the objective the config asks for (`training.run.build_objective`): ε-prediction, or a teacher
+plus extra loss terms for distillation — not a second loop. Everything the run holds is built by `build_run`.
 
 Runs under accelerate (one CPU/GPU with `slimdiff train`, many GPUs / nodes with `accelerate launch`).
 The data order and the noise of every micro-batch are functions of (seed, micro-step, process), so a run

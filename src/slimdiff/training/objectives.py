@@ -34,7 +34,7 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The objective's own parameters the optimiser trains alongside the UNet (a frozen teacher is not)."""
+        """The objective's own parameters, trained alongside the UNet (a frozen teacher's are not)."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -46,7 +46,8 @@ class Objective(nn.Module):
         expected = set(self.trainable_state())
         if set(state) != expected:
             raise ValueError(
-                f"the checkpoint's objective holds {sorted(state)} but this objective trains {sorted(expected)}; "
+                f"the checkpoint's objective holds {sorted(state)} but this objective trains "
+                f"{sorted(expected)}; "
                 "was it written by another command (train vs distill) or other distillation positions?"
             )
         params = dict(self.named_parameters())
