@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import DDPMScheduler
@@ -28,13 +29,19 @@ from slimdiff.training.distillation import SpectralDistillation
 from slimdiff.training.objectives import EpsilonObjective, Objective
 from slimdiff.training.training_set import training_set
 
+# types only: accelerate and diffusers' training utilities load when a run is built, not on import
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+    from torch.optim.lr_scheduler import LRScheduler
+
 
 @dataclass(kw_only=True)
 class TrainingRun:
     """Everything one training run holds; a checkpoint is this at one step."""
 
     config: Config
-    accelerator: object
+    accelerator: Accelerator
     log: Callable[[str], None]
     autoencoder: Autoencoder
     data: Dataset  # images, or latents already (`is_latent`)
@@ -45,8 +52,8 @@ class TrainingRun:
     class_names: list[str] | None
     objective: Objective
     optimizer: torch.optim.Optimizer
-    lr_schedule: object
-    ema: object
+    lr_schedule: LRScheduler
+    ema: EMAModel
     scheduler: DDPMScheduler  # the run's noise schedule (train.beta_end)
     alpha_bar: torch.Tensor  # its ᾱ_t, on the device
     step: int = 0
@@ -74,7 +81,7 @@ def build_objective(distill: DistillConfig | None, unet: nn.Module, scheduler: D
 
 def build_run(
     config: Config,
-    accelerator,
+    accelerator: Accelerator,
     log: Callable[[str], None],
     make_objective: Callable[[nn.Module], Objective] | None = None,
 ) -> TrainingRun:
