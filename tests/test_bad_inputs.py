@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,20 @@ def test_an_output_path_that_is_a_file_or_under_a_file_is_one_line(model_folder,
     for out, message in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "lies under a file")):
         result = runner.invoke(app, [command, str(model_folder), "--out", str(out), *extra])
         assert result.exit_code == 2 and message in _one_line(result)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc and /sys")
+@pytest.mark.parametrize("command", ["sample", "export", "eval", "analyze"])
+def test_an_output_path_under_proc_or_sys_is_one_line(model_folder, command):
+    extra = {"export": ["--to", "diffusers"], "eval": ["--metrics", "macs"], "sample": [], "analyze": []}
+    for out in ("/proc/slimdiff-test/out", "/sys/slimdiff-test"):
+        args = (
+            ["analyze", "wiener", "builtin:textures"]
+            if command == "analyze"
+            else [command, str(model_folder)]
+        )
+        result = runner.invoke(app, [*args, "--out", out, *extra[command]])
+        assert result.exit_code == 2 and "cannot be written" in _one_line(result), result.output
 
 
 def test_run_dir_under_a_file_is_refused_before_anything_is_written(tmp_path):

@@ -231,3 +231,39 @@ def test_cli_convert(tmp_path, monkeypatch):
         app, ["convert", str(tmp_path / "nope.ckpt"), "--preset", "ldm-f4", "--out", str(tmp_path / "n")]
     )
     assert missing.exit_code == 2 and "does not exist" in missing.output and "Traceback" not in missing.output
+
+
+def _random_bytes(path):
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+def _pickle_named_safetensors(path):
+    torch.save({"state_dict": {"x": torch.zeros(2)}, "args": argparse.Namespace(a=1)}, path)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("random.ckpt", _random_bytes, "neither a torch checkpoint nor a safetensors file"),
+        ("random.safetensors", _random_bytes, "neither a torch checkpoint nor a safetensors file"),
+        ("empty.ckpt", lambda p: p.write_bytes(b""), "is empty"),
+        ("folder.ckpt", lambda p: p.mkdir(), "is a folder"),
+        ("pickle.safetensors", _pickle_named_safetensors, "holds Python objects other than tensors"),
+        ("truncated.ckpt", lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 40), "cannot read checkpoint"),
+    ],
+)
+def test_unreadable_checkpoints_are_one_line_naming_what_was_expected(tmp_path, name, make, message):
+    path = tmp_path / name
+    make(path)
+    result = runner.invoke(app, ["convert", str(path), "--preset", "ldm-f4", "--out", str(tmp_path / "out")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert message in lines[0] and "Traceback" not in result.output
+    assert "expected" in lines[0] or "state_dict" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_torch_checkpoint_named_safetensors_is_read_by_its_content(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}}, path)
+    assert torch.equal(read_checkpoint(path)["w"], torch.arange(3.0))

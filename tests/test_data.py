@@ -90,3 +90,32 @@ def test_load_images(image_folder):
     assert load_images(str(root), 8, 2, seed=0).shape == (2, 3, 8, 8)
     with pytest.raises(DataError, match="fewer than the 10 requested"):
         load_images(str(root), 8, 10)
+
+
+def test_open_image_turns_photos_as_their_exif_says(tmp_path):
+    from PIL import Image
+
+    from slimdiff.data.transforms import open_image
+
+    pixels = np.zeros((2, 3, 3), dtype=np.uint8)  # 3 wide, 2 high; top-left pixel marked
+    pixels[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned; show it rotated 90° clockwise
+    Image.fromarray(pixels).save(tmp_path / "photo.png", exif=exif)
+    upright = open_image(tmp_path / "photo.png")
+    assert upright.size == (2, 3)
+    assert np.asarray(upright)[0, 1].tolist() == [255, 255, 255]  # top-left went to top-right
+    assert open_image((tmp_path / "photo.png").read_bytes()).size == (2, 3)
+
+
+def test_open_image_refuses_a_pixel_bomb_before_decoding(tmp_path):
+    from PIL import Image
+
+    from slimdiff.data.transforms import MAX_PIXELS, open_image
+    from slimdiff.errors import DataError
+
+    side = int(MAX_PIXELS**0.5) + 16  # over our limit, under PIL's own error limit: PIL would decode it
+    Image.new("1", (side, side)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 2**20
+    with pytest.raises(DataError, match=r"over slimdiff's limit of 64 MP"):
+        open_image(tmp_path / "bomb.png")

@@ -18,7 +18,8 @@ from slimdiff.cli import app
 from slimdiff.diffusion import training_scheduler
 from slimdiff.models.unet import SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.serve.server import load_generator, make_server
+from slimdiff.serve.http import make_server
+from slimdiff.serve.server import load_generator
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -191,3 +192,132 @@ def test_class_conditional_model_takes_label_and_guidance(tmp_path):
     assert len(answer["results"]) == 1 and len(answer["results"][0]["images"]) == 1
     with pytest.raises(BadRequest, match="label must lie in"):
         generator.run({"steps": 2, "label": 9})
+
+
+# --- a hostile peer: any page the user's browser opens can reach 127.0.0.1 (issue 27) ---
+
+
+def raw(url: str, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
+    """One request with exactly the given headers (urllib adds and checks its own)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    sent = {"Host": parts.netloc, "Content-Type": "application/json", "Content-Length": str(len(body))}
+    for name, value in {**sent, **(headers or {})}.items():
+        if value is not None:
+            connection.putheader(name, value)
+    connection.endheaders(body)
+    response = connection.getresponse()
+    payload = response.read()
+    connection.close()
+    return response.status, json.loads(payload) if payload else {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"steps": 1e400}', "finite"),
+        (b'{"stitch": 1e400}', "finite"),
+        (b'{"seed": -1e400}', "finite"),
+        (b'{"steps": true}', "must be a number"),
+        (b'{"seed": {"a": 1}}', "must be a number"),
+        (b'{"steps": 2.5}', "whole number"),
+        (b'{"sampler": ["ddim"]}', "sampler must be a string"),
+        (b'{"steps": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b"[" * 100_00 + b"]" * 100_00, "not valid JSON"),
+    ],
+)
+def test_malformed_values_are_400_with_one_line(server, body, message):
+    status, answer = raw(server, "POST", "/api/generate", body)
+    assert status == 400 and message in answer["error"] and "\n" not in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({"Content-Length": "lots"}, 400, "Content-Length"),
+        ({"Content-Length": "-5"}, 400, "Content-Length"),
+        ({"Content-Length": None}, 400, "Content-Length"),
+        ({"Content-Length": str(200 * 2**20)}, 413, "at most"),
+        ({"Content-Type": "text/plain"}, 415, "application/json"),
+        ({"Content-Type": None}, 415, "application/json"),
+        ({"Origin": "https://evil.example"}, 403, "evil.example"),
+        ({"Host": "evil.example"}, 403, "Host"),
+    ],
+)
+def test_requests_a_foreign_page_could_send_are_refused(server, headers, status, message):
+    body = b'{"steps": 1, "sampler": "ddim"}'
+    got, answer = raw(
+        server, "POST", "/api/generate", body if headers.get("Content-Length") is None else b"", headers
+    )
+    assert got == status and message in answer["error"]
+
+
+def test_rebinding_host_is_refused_for_the_page_too(server):
+    assert raw(server, "GET", "/api/info", headers={"Host": "attacker.example:80"})[0] == 403
+    port = server.rsplit(":", 1)[1]
+    status, info = raw(server, "GET", "/api/info", headers={"Host": f"localhost:{port}"})
+    assert status == 200 and "samplers" in info
+    # the page's own requests carry its own origin and pass
+    own = {"Origin": server}
+    assert raw(server, "POST", "/api/generate", b'{"steps": 1, "sampler": "ddim"}', own)[0] == 200
+
+
+def test_host_allowed_names_this_server_only():
+    from slimdiff.serve.http import host_allowed
+
+    assert host_allowed("127.0.0.1:7860", "127.0.0.1", 7860)
+    assert host_allowed("localhost:7860", "127.0.0.1", 7860)
+    assert host_allowed("[::1]:7860", "127.0.0.1", 7860)
+    assert not host_allowed("127.0.0.1:7861", "127.0.0.1", 7860)
+    assert not host_allowed("evil.example:7860", "127.0.0.1", 7860)
+    assert not host_allowed("127.0.0.1:notaport", "127.0.0.1", 7860)
+    # bound to every interface: IP literals (not rebindable) pass, DNS names do not
+    assert host_allowed("192.0.2.7:7860", "0.0.0.0", 7860)
+    assert not host_allowed("evil.example:7860", "0.0.0.0", 7860)
+
+
+def test_stalled_peers_time_out_and_cannot_hold_the_server(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from slimdiff.serve import http
+
+    monkeypatch.setattr(http, "SOCKET_TIMEOUT", 1.0)
+    monkeypatch.setattr(http, "MAX_CONNECTIONS", 2)
+    httpd = make_server(load_generator(tiny_folder(tmp_path / "m", 0)), "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stalled = []
+        for _ in range(2):  # headers promise a body that never comes
+            peer = socket.create_connection(("127.0.0.1", port), timeout=10)
+            peer.sendall(
+                f"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n".encode()
+            )
+            stalled.append(peer)
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        extra.sendall(f"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert extra.recv(100).startswith(b"HTTP/1.1 503")  # over the bound: refused, not queued forever
+        extra.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the stalled ones time out and free their slots
+            try:
+                with urllib.request.urlopen(url + "/api/info", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        else:
+            pytest.fail("the server stayed blocked by peers that never sent their body")
+        for peer in stalled:
+            peer.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -7,6 +7,7 @@ else is a bug and keeps its traceback. See docs/architecture.md, "Errors".
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -62,3 +63,10 @@ def check_output_folder(path: Path, name: str) -> None:
         raise ConfigError(f"{name} {path} lies under a file ({existing}); pass a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{name} {path} cannot be written ({existing} is not writable)")
+    try:  # permission bits lie on /proc, /sys and read-only mounts (and to root): try a file that vanishes
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"{name} {path} cannot be written ({existing}: {error.strerror or error}); pass a normal folder"
+        ) from None

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slimdiff.analysis.blur import SIGMA2
 from slimdiff.cli.app import app, console, say, user_errors
-from slimdiff.errors import ConfigError
+from slimdiff.errors import ConfigError, check_output_folder
 
 analyze_app = typer.Typer(help="The paper's frequency analyses: wiener, toy, blur.", no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
@@ -25,6 +25,8 @@ PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteC
 
 
 def _start(out: Path, config: dict) -> None:
+    with user_errors():
+        check_output_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 

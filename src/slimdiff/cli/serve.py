@@ -23,7 +23,8 @@ def serve(
     """Serve a local page to generate images from MODEL (and its teacher, side by side, from the same noise)."""
     import torch
 
-    from slimdiff.serve.server import load_generator, make_server
+    from slimdiff.serve.http import make_server
+    from slimdiff.serve.server import load_generator
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,11 +1,15 @@
-"""Image files → training tensors: every PIL mode decoded to correct 8-bit RGB, then the paper's
-preprocessing (centre square crop, resize, scale to [-1, 1], no flips)."""
+"""Image files → training tensors: one way to open an image file (a pixel limit of our own, EXIF orientation),
+every PIL mode decoded to correct 8-bit RGB, then the paper's preprocessing (centre square crop, resize, scale
+to [-1, 1], no flips)."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from slimdiff.errors import DataError
 
@@ -13,6 +17,25 @@ from slimdiff.errors import DataError
 BACKGROUND = (255, 255, 255)
 # An image whose short side is under size / UPSCALE_WARNING is blown up so much that it carries little detail.
 UPSCALE_WARNING = 4
+# Decoding is refused above this many pixels (PIL only warns between 89 and 179 MP and would decode GBs):
+# large enough for any camera photo, small enough that one image cannot exhaust memory.
+MAX_PIXELS = 64 * 2**20
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """An image file (or its bytes) decoded upright: refused with a DataError above `MAX_PIXELS` before any
+    pixel is decoded (the size is in the header), and turned as its EXIF orientation says (camera photos)."""
+    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.close()
+        name = "image" if isinstance(source, bytes) else str(source)
+        raise DataError(
+            f"{name} has {width}×{height} pixels, over slimdiff's limit of {MAX_PIXELS / 2**20:.0f} MP: "
+            "downscale it"
+        )
+    with image:  # the upright copy is loaded; the file is closed here
+        return ImageOps.exif_transpose(image)
 
 
 def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:

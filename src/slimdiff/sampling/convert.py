@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -38,28 +39,54 @@ EMA_PREFIX = "model_ema."
 VAE_PREFIX = "first_stage_model."
 
 
+def _format(path: Path) -> str:
+    """What the file's first bytes say it is — its name may lie (a pickle renamed .safetensors)."""
+    with path.open("rb") as file:
+        head = file.read(16)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format, or a bare pickle
+        return "torch"
+    header = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if 0 < header <= path.stat().st_size - 8 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file (its `state_dict` if it has one), without executing any code."""
     path = Path(path)
+    expected = "expected a CompVis checkpoint (.ckpt / .pt, saved by torch) or a .safetensors file"
+    if path.is_dir():
+        raise ConfigError(f"checkpoint {path} is a folder; {expected}")
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelError(f"checkpoint {path} is empty (0 bytes); {expected}")
+    kind = _format(path)
+    if kind == "unknown":
+        raise ModelError(f"{path} is neither a torch checkpoint nor a safetensors file; {expected}")
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             from safetensors.torch import load_file
 
             data = load_file(str(path))
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            # a file object: torch would pick a reader by the name's suffix
+            with path.open("rb") as file, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pickle-protocol notes; a refusal is raised, not warned
+                data = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's message is a page of advice; the one line that names the refused object is worth keeping
+        refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "")
         raise ModelError(
-            f"{path} holds Python objects other than tensors, which slimdiff never unpickles "
-            f"({str(error).splitlines()[0][:120]}); save its state_dict with torch.save or as safetensors"
+            f"{path} holds Python objects other than tensors, which slimdiff never unpickles"
+            f"{f' ({refused})' if refused else ''}; save its state_dict with torch.save or as safetensors"
         ) from None
-    except (OSError, RuntimeError, ValueError) as error:
-        raise ModelError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # any parser failure on untrusted bytes means a damaged file
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"cannot read checkpoint {path} ({kind} format): {cause}; {expected}") from None
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} holds no state dict of tensors")
+        raise ModelError(f"{path} holds no state dict of tensors; {expected}")
     return state
 
 

@@ -1,7 +1,7 @@
 """`slimdiff serve MODEL [--teacher T]`: a local page to generate images and compare student and teacher.
 
-Python's own HTTP server (no extra dependency), bound to 127.0.0.1 unless told otherwise. `GET /` is the
-page, `GET /api/info` what the model offers (solvers, classes, a teacher), `POST /api/generate` one request:
+This module is the generator behind the page; `serve/http.py` is the HTTP side (Python's own server, bound
+to 127.0.0.1 unless told otherwise, and what a request must look like). `GET /` is the page, `GET /api/info` what the model offers (solvers, classes, a teacher), `POST /api/generate` one request:
 the student's images, the teacher's from the same noise, and the stitched ones (student for the first
 fraction of the steps, teacher for the rest), each with the seconds it took. A bad parameter is answered
 with status 400 and one line the page shows; anything else with 500 and a short line (the traceback goes
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import logging
+import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 from PIL import Image
@@ -27,9 +25,7 @@ from slimdiff.reporting.images import to_uint8
 from slimdiff.sampling.conditions import prompt_embeddings, text_encoder_of
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.solvers import SAMPLERS
-from slimdiff.serve.page import PAGE
 
-log = logging.getLogger("slimdiff.serve")
 MAX_STEPS, MAX_IMAGES = 200, 8
 
 
@@ -43,10 +39,19 @@ def _number(params: dict, name: str, kind, low, high, default=None):
         if default is None:
             raise BadRequest(f"{name} is missing")
         value = default
+    # JSON true/false are ints to Python and 1e400 is inf: neither is a number a user typed
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadRequest(f"{name} must be a number, got {type(value).__name__}")
     try:
         number = kind(value)
+    except OverflowError:  # int(inf)
+        raise BadRequest(f"{name} must be a finite number, got {value}") from None
     except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a number, got {value!r}") from None
+        raise BadRequest(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise BadRequest(f"{name} must be a finite number, got {number}")
+    if kind is int and isinstance(value, float) and number != value:
+        raise BadRequest(f"{name} must be a whole number, got {value}")
     if not low <= number <= high:
         raise BadRequest(f"{name} must lie in [{low}, {high}], got {number}")
     return number
@@ -90,6 +95,9 @@ class Generator:
 
     def parse(self, params: dict) -> dict:
         sampler = params.get("sampler", "dpm++")
+        for name in ("sampler", "prompt", "negative"):
+            if not isinstance(params.get(name, ""), str | None):
+                raise BadRequest(f"{name} must be a string, got {type(params[name]).__name__}")
         if sampler not in SAMPLERS:
             raise BadRequest(f"unknown solver {sampler!r}; valid: {', '.join(SAMPLERS)}")
         call = {
@@ -153,61 +161,6 @@ class Generator:
                 )
         shown = {k: v for k, v in call.items() if k not in ("stitch", "per_image", "negative_prompt_embeds")}
         return {"results": results, "seed": seed, "prompt": prompt, **shown}
-
-
-def handler_for(generator: Generator):
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status: int, payload: dict) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path in ("/", "/index.html"):
-                self._send(200, PAGE.encode(), "text/html; charset=utf-8")
-            elif self.path == "/api/info":
-                self._json(200, generator.info())
-            else:
-                self._json(404, {"error": f"no page {self.path}"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/api/generate":
-                self._json(404, {"error": f"no endpoint {self.path}"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                params = json.loads(self.rfile.read(length) or b"{}")
-                if not isinstance(params, dict):
-                    raise BadRequest("the request must be a JSON object")
-                self._json(200, generator.run(params))
-            except json.JSONDecodeError:
-                self._json(400, {"error": "the request is not valid JSON"})
-            except SlimdiffError as error:
-                self._json(400, {"error": str(error)})
-            except Exception as error:  # a bug: logged with its traceback, one line on the page
-                log.exception("generation failed")
-                self._json(500, {"error": f"internal error ({type(error).__name__}); see the server's log"})
-
-        def log_message(self, format: str, *args) -> None:
-            log.info("%s %s", self.address_string(), format % args)
-
-    return Handler
-
-
-def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
-    """An HTTP server for `generator` on (host, port); port 0 picks a free one (`server.server_address`)."""
-    try:
-        return ThreadingHTTPServer((host, port), handler_for(generator))
-    except OSError as error:
-        raise ModelError(
-            f"cannot listen on {host}:{port}: {error.strerror or error}; pick another --port"
-        ) from None
 
 
 def load_generator(model: str, teacher: str | None = None, decoder: str = "full") -> Generator:
