@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS, describe_machine, interleaved_medians, write_result
+from slimdiff.deploy.onnx_decoder import OnnxDecoder, export_decoder
+from slimdiff.deploy.onnx_unet import OnnxUNet, export_onnx, graph_inputs
+from slimdiff.deploy.quantize import quantize_graph
 from slimdiff.models.presets import get_preset
 from slimdiff.models.slim_decoder import SlimDecoder
-from slimdiff.sampling.onnx_decoder import OnnxDecoder, export_decoder
-from slimdiff.sampling.onnx_export import OnnxUNet, export_onnx, graph_inputs
-from slimdiff.sampling.quantize import quantize_graph
 from slimdiff.sampling.schedule import training_scheduler
 from slimdiff.sampling.solvers import SAMPLERS, build_scheduler
 

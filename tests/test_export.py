@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
-from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
+from slimdiff.deploy.onnx_unet import ONNX_FILE, OnnxUNet, export_onnx, relative_error
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
 runner = CliRunner()
