@@ -20,7 +20,7 @@ from PIL import Image
 from slimdiff.deploy.decoders import use_decoder
 from slimdiff.deploy.export import load_onnx_pipeline
 from slimdiff.deploy.onnx_decoder import SLIM_DECODER
-from slimdiff.errors import ConfigError, SlimdiffError
+from slimdiff.errors import ConfigError, ModelError, SlimdiffError
 from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
 from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
@@ -93,7 +93,11 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
     condition, per_image = _condition(settings)
     stitch = None
     if settings.stitch_teacher is not None:
-        stitch = (load_unet(settings.stitch_teacher).eval(), settings.stitch_fraction)
+        try:
+            teacher = load_unet(settings.stitch_teacher).eval()
+        except ModelError as error:  # say which of the two models it is
+            raise ModelError(f"cannot load --stitch-teacher {settings.stitch_teacher}: {error}") from None
+        stitch = (teacher, settings.stitch_fraction)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
