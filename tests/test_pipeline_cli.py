@@ -104,7 +104,7 @@ def test_user_mistakes_are_one_clear_line(models, tmp_path, model, args, message
     assert "Traceback" not in result.output
 
 
-# --- the library call behind `slimdiff sample` ---------------------------------------------------------------
+# --- the library call behind `slimdiff sample` --------------------------------------------------------------
 
 
 def test_sample_folder_writes_the_images_generate_draws(models, tmp_path):

@@ -1,4 +1,5 @@
-"""`slimdiff sample MODEL`: numbered PNGs, a grid and the resolved config in `--out` — options → `sample_folder`."""
+"""`slimdiff sample MODEL`: numbered PNGs, a grid and the resolved config in `--out`; options →
+`sample_folder`."""
 
 from __future__ import annotations
 

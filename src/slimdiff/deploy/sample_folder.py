@@ -87,8 +87,8 @@ def _condition(settings: SampleSettings) -> tuple[dict, dict]:
 def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | None = None) -> dict:
     """Draw `settings.num_images` images into `settings.out` (created; PNGs of an earlier run there are
     replaced — whether a non-empty folder may be used is the caller's call). `progress(k)` hears of every k
-    images saved. Returns sample.json's content. A setting the pipeline refuses (a label out of range, guidance
-    for a model trained without dropout, …) raises `ConfigError` and leaves no sample.json behind."""
+    images saved. Returns sample.json's content. A setting the pipeline refuses (a label out of range,
+    a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind."""
     pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder)
     condition, per_image = _condition(settings)
     stitch = None
