@@ -27,16 +27,15 @@ from torch.nn import functional as F
 
 from benchmarks.machine import RESULTS, describe_machine, write_result
 from slimdiff.data.datasets import held_out_images, load_images
-from slimdiff.metrics.decoder_quality import decoder_quality, distill_and_measure
-from slimdiff.metrics.int8_cost import psnr, quantize_export
+from slimdiff.deploy.decoder_distillation import DecoderDistillSettings, distill_and_measure, held_out_pairs
+from slimdiff.deploy.export import export_folder
+from slimdiff.deploy.onnx_decoder import OnnxDecoder, export_decoder
+from slimdiff.deploy.quantize import quantize_export, quantize_graph
+from slimdiff.metrics.fidelity import decoder_quality, psnr
 from slimdiff.metrics.spectrum import spectrum_error
 from slimdiff.models.size import count_params
 from slimdiff.models.slim_decoder import load_slim_decoder
-from slimdiff.sampling.export import export_folder
-from slimdiff.sampling.onnx_decoder import OnnxDecoder, export_decoder
 from slimdiff.sampling.pipeline import load_pipeline
-from slimdiff.sampling.quantize import quantize_graph
-from slimdiff.training.decoder_distillation import DecoderDistillSettings, held_out_pairs
 
 DATA, SIZE = "builtin:photos", 128
 TEACHER = Path(__file__).parents[1] / "src" / "slimdiff" / "assets" / "tiny-teacher"

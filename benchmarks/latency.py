@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS, describe_machine, interleaved_medians, write_result
+from slimdiff.deploy.onnx_decoder import OnnxDecoder, export_decoder
+from slimdiff.deploy.onnx_unet import OnnxUNet, export_onnx, graph_inputs
+from slimdiff.deploy.quantize import quantize_graph
 from slimdiff.diffusion import training_scheduler
 from slimdiff.models.presets import get_preset
 from slimdiff.models.slim_decoder import SlimDecoder
-from slimdiff.sampling.onnx_decoder import OnnxDecoder, export_decoder
-from slimdiff.sampling.onnx_export import OnnxUNet, export_onnx, graph_inputs
-from slimdiff.sampling.quantize import quantize_graph
 from slimdiff.sampling.solvers import SAMPLERS, build_scheduler
 
 MODELS = {"LDM-f4": "ldm-f4", "Lite-f4": "lite-ldm-f4", "SD-f4": "sd-f4"}

@@ -128,7 +128,7 @@ def quality(rows, images, seconds, real, n) -> list[dict]:
 
 def onnx_speed(pipes, batches: list[int], rounds: int, threads: int, window: float) -> list[dict]:
     """UNet steps/s of PyTorch and of the exported graph on onnxruntime, interleaved round by round."""
-    from slimdiff.sampling.onnx_export import OnnxUNet, UNetStep, export_onnx, graph_inputs, relative_error
+    from slimdiff.deploy.onnx_unet import OnnxUNet, UNetStep, export_onnx, graph_inputs, relative_error
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,8 @@ from test_deploy_onnx import tiny_latent_pipeline
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
+from slimdiff.deploy.decoder_distillation import decoder_loss
 from slimdiff.models.slim_decoder import load_slim_decoder
-from slimdiff.training.decoder_distillation import decoder_loss
 
 runner = CliRunner()
 

@@ -12,11 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
+from slimdiff.deploy.export import load_onnx_pipeline
+from slimdiff.deploy.onnx_decoder import OnnxDecoder, decoder_relative_error, export_decoder
 from slimdiff.diffusion import training_scheduler
 from slimdiff.models.slim_decoder import SlimDecoder, slim_decoder_for
 from slimdiff.models.unet import SlimUNet2DModel
-from slimdiff.sampling.export import load_onnx_pipeline
-from slimdiff.sampling.onnx_decoder import OnnxDecoder, decoder_relative_error, export_decoder
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
 runner = CliRunner()

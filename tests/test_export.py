@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
-from slimdiff.sampling.onnx_export import ONNX_FILE, OnnxUNet, export_onnx, relative_error
+from slimdiff.deploy.onnx_unet import ONNX_FILE, OnnxUNet, export_onnx, relative_error
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
 runner = CliRunner()
@@ -107,4 +107,4 @@ def test_export_mistakes_are_one_line(tmp_path, tiny_unet):
     result = runner.invoke(
         app, ["export", str(tmp_path / "missing"), "--to", "onnx", "--out", str(tmp_path / "o")]
     )
-    assert result.exit_code == 2 and "cannot load" in result.output
+    assert result.exit_code == 2 and "missing is neither a model folder" in " ".join(result.output.split())

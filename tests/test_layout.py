@@ -20,6 +20,9 @@ LAYERS = [
     {"__init__"},
     {"training"},
     {"metrics"},
+    # export folders, ONNX / int8 graphs, slim decoders and `slimdiff sample`'s folder: built on sampling, trained
+    # with training's frequency loss, measured with metrics (docs/architecture.md)
+    {"deploy"},
     {"analysis"},
     {"demo"},
     {"serve"},  # slimdiff serve's page and server

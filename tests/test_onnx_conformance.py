@@ -11,7 +11,7 @@ import torch
 from diffusers import OnnxRuntimeModel
 from diffusers.pipelines.onnx_utils import ORT_TO_NP_TYPE
 
-from slimdiff.sampling.onnx_export import (
+from slimdiff.deploy.onnx_unet import (
     FP16_TOLERANCE,
     ONNX_FILE,
     OnnxUNet,

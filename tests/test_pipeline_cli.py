@@ -92,7 +92,7 @@ def test_class_conditional_sampling_with_guidance(models, tmp_path):
         ("student", ["--label", "1"], "not class-conditional"),
         ("classes", ["--label", "9", "--guidance", "2"], "class labels must lie in [0, 5]"),
         ("student", ["--stitch-teacher", "missing", "--scheduler", "ddim"], "cannot load --stitch-teacher"),
-        ("missing", [], "cannot load"),
+        ("missing", [], "missing is neither a model folder nor a hub id"),  # the loader's ModelError
         ("student", ["--steps", "0"], "Invalid value for '--steps'"),
     ],
 )
@@ -102,3 +102,51 @@ def test_user_mistakes_are_one_clear_line(models, tmp_path, model, args, message
     assert result.exit_code == 2
     assert message in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
+
+
+# --- the library call behind `slimdiff sample` --------------------------------------------------------------
+
+
+def test_sample_folder_writes_the_images_generate_draws(models, tmp_path):
+    from slimdiff.deploy.sample_folder import SampleSettings, load_for_sampling, sample_folder
+    from slimdiff.reporting.images import to_uint8
+    from slimdiff.sampling.generate import generate
+
+    settings = SampleSettings(
+        model=str(models / "student"),
+        out=tmp_path / "s",
+        scheduler="ddim",
+        steps=3,
+        num_images=3,
+        batch_size=2,
+    )
+    saved = []
+    record = sample_folder(settings, progress=saved.append)
+    assert saved == [2, 1]  # one report per batch, with its size
+    assert sorted(p.name for p in settings.out.glob("*.png")) == [
+        "000000.png",
+        "000001.png",
+        "000002.png",
+        "grid.png",
+    ]
+    assert json.loads((settings.out / "sample.json").read_text()) == record
+    assert record["num_images"] == 3 and record["scheduler"] == "ddim" and "out" not in record
+    assert record["negative_prompt"] is None and record["stitch_fraction"] is None  # no prompt, no teacher
+    # the PNGs are generate's images from the same seed, saved at the one save point
+    expected = to_uint8(
+        generate(load_for_sampling(settings.model), 3, 0, 3, num_inference_steps=3, sampler="ddim")
+    )
+    for i, pixels in enumerate(expected):
+        assert np.abs(_pngs(settings.out, 3)[i].astype(int) - pixels.astype(int)).max() <= 1
+
+
+def test_a_setting_the_pipeline_refuses_leaves_no_sample_json(models, tmp_path):
+    from slimdiff.deploy.sample_folder import SampleSettings, sample_folder
+    from slimdiff.errors import ConfigError
+
+    settings = SampleSettings(
+        model=str(models / "classes"), out=tmp_path / "g", steps=2, num_images=2, label="9", guidance=2.0
+    )
+    with pytest.raises(ConfigError, match=r"class labels must lie in \[0, 5\]"):
+        sample_folder(settings)
+    assert not (settings.out / "sample.json").exists() and not list(settings.out.glob("*.png"))

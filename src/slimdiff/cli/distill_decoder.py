@@ -37,8 +37,7 @@ def distill_decoder(
     overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
 ) -> None:
     """Distil a slim decoder (about 1M weights) from an autoencoder's decoder, pixel + frequency-weighted loss."""
-    from slimdiff.metrics.decoder_quality import distill_and_measure
-    from slimdiff.training.decoder_distillation import DecoderDistillSettings
+    from slimdiff.deploy.decoder_distillation import DecoderDistillSettings, distill_and_measure
 
     check_out_folder(out, overwrite)
     settings = DecoderDistillSettings(

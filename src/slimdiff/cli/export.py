@@ -34,7 +34,7 @@ def export(
     ),
 ) -> None:
     """Write MODEL as a diffusers pipeline folder, optionally with its UNet step as an ONNX graph."""
-    from slimdiff.sampling.export import ONNX_TOLERANCE, export_folder
+    from slimdiff.deploy.export import ONNX_TOLERANCE, export_folder
     from slimdiff.sampling.pipeline import load_pipeline
 
     if to not in TARGETS:
@@ -47,10 +47,7 @@ def export(
     if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
         fail(f"--out {out} holds files that are not an exported pipeline; --overwrite replaces only those")
     with user_errors():
-        try:
-            pipe = load_pipeline(model)
-        except (OSError, ValueError) as error:
-            fail(f"cannot load {model}: {str(error).splitlines()[0]}")
+        pipe = load_pipeline(model)
         with console.status("writing the pipeline folder" + (" and the ONNX graph" if to == "onnx" else "")):
             record = export_folder(pipe, out, onnx=to == "onnx", source=model, fp16=fp16)
     if to == "onnx":
@@ -68,7 +65,7 @@ def export(
                 f"{name}/model.onnx: onnxruntime matches PyTorch to {decoder['relative_error']:.1e} (relative)"
             )
     if quantize:
-        from slimdiff.metrics.int8_cost import quantize_export
+        from slimdiff.deploy.quantize import quantize_export
 
         with user_errors(), console.status("quantising to int8 and measuring its cost"):
             cost = quantize_export(out, data)["quantize"]

@@ -1,47 +1,15 @@
-"""`slimdiff sample MODEL`: numbered PNGs, a grid and the resolved config in `--out`."""
+"""`slimdiff sample MODEL`: numbered PNGs, a grid and the resolved config in `--out`; options →
+`sample_folder`."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
-import torch
 import typer
-from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, console, fail, say, user_errors
 from slimdiff.sampling.solvers import SAMPLERS
-
-
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """Create `out`; refuse a non-empty folder unless `overwrite` (then its old PNGs are replaced)."""
-    check_out_folder(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
-
-
-def load_or_fail(model: str, onnx: bool, decoder: str = "full"):
-    """The pipeline for `model`, its UNet steps (and decoder) run by onnxruntime when `onnx`; `decoder` is
-    full, slim (MODEL/slim_decoder) or a slim decoder folder."""
-    from slimdiff.sampling.decoders import use_decoder
-    from slimdiff.sampling.pipeline import load_pipeline
-
-    try:
-        pipe = load_pipeline(model)
-    except (OSError, ValueError) as error:
-        fail(f"cannot load {model}: {str(error).splitlines()[0]}")
-    if onnx:
-        from slimdiff.sampling.export import load_onnx_pipeline
-
-        with user_errors():
-            pipe = load_onnx_pipeline(model, pipe, decoder="slim_decoder" if decoder == "slim" else "vae")
-    with user_errors():
-        pipe = use_decoder(pipe, model, "full" if onnx and decoder == "slim" else decoder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @app.command()
@@ -83,9 +51,7 @@ def sample(
     overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
 ) -> None:
     """Draw images from a model with any diffusers solver, optional guidance and stitching."""
-    from slimdiff.reporting.images import save_grid, to_uint8
-    from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
-    from slimdiff.sampling.generate import generate
+    from slimdiff.deploy.sample_folder import SampleSettings, sample_folder
 
     if scheduler not in SAMPLERS:
         fail(f"unknown --scheduler {scheduler!r}; valid: {', '.join(SAMPLERS)}")
@@ -98,75 +64,27 @@ def sample(
         fail("--guidance needs --label or --prompt (what to guide towards)")
     if label is not None and prompt is not None:
         fail("pass --label or --prompt, not both")
-    pipe = load_or_fail(model, onnx, decoder)
-    condition, per_image = {}, {}
-    with user_errors():
-        if label is not None:
-            condition["class_labels"] = resolve_label(model, label)
-        if prompt is not None:
-            embeds, negative = prompt_embeddings(text_encoder_of(model), prompt, negative_prompt)
-            per_image["prompt_embeds"] = embeds.expand(num_images, -1, -1)
-            condition["negative_prompt_embeds"] = negative
-    stitch = None
-    if stitch_teacher is not None:
-        from slimdiff.models.loading import load_unet
-
-        try:
-            stitch = (load_unet(stitch_teacher).eval(), stitch_fraction)
-        except (OSError, ValueError) as error:
-            fail(f"cannot load --stitch-teacher {stitch_teacher}: {error}")
-    prepare_out(out, overwrite)
-    config = {
-        "model": model,
-        "scheduler": scheduler,
-        "steps": steps,
-        "num_images": num_images,
-        "batch_size": batch_size,
-        "seed": seed,
-        "eta": eta,
-        "label": label,
-        "prompt": prompt,
-        "negative_prompt": negative_prompt if prompt is not None else None,
-        "guidance": guidance,
-        "stitch_teacher": stitch_teacher,
-        "stitch_fraction": stitch_fraction if stitch_teacher else None,
-        "onnx": onnx,
-        "decoder": decoder,
-        "noise_schedule": dict(pipe.scheduler.config),
-    }
-    (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
-
-    start = time.perf_counter()
+    check_out_folder(out, overwrite)
+    settings = SampleSettings(
+        model=model,
+        out=out,
+        scheduler=scheduler,
+        steps=steps,
+        num_images=num_images,
+        batch_size=batch_size,
+        seed=seed,
+        eta=eta,
+        label=label,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        guidance=guidance,
+        stitch_teacher=stitch_teacher,
+        stitch_fraction=stitch_fraction,
+        onnx=onnx,
+        decoder=decoder,
+    )
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with user_errors(), Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("sampling", total=num_images)
-
-        def save(first: int, images: torch.Tensor) -> None:
-            # Written batch by batch: an interrupted run keeps what it drew.
-            for i, pixels in enumerate(to_uint8(images)):
-                Image.fromarray(pixels).save(out / f"{first + i:06d}.png")
-            progress.advance(task, len(images))
-
-        try:
-            images = generate(
-                pipe,
-                num_images,
-                seed,
-                batch_size,
-                on_batch=save,
-                num_inference_steps=steps,
-                sampler=scheduler,
-                eta=eta,
-                guidance_scale=guidance,
-                stitch=stitch,
-                per_image=per_image,
-                **condition,
-            )
-        except ValueError as error:  # a setting the pipeline refuses (label range, guidance, …)
-            (out / "sample.json").unlink(missing_ok=True)
-            fail(str(error).splitlines()[0])
-    seconds = time.perf_counter() - start
-    save_grid(images[:256], out / "grid.png")
-    config["seconds"] = round(seconds, 3)
-    (out / "sample.json").write_text(json.dumps(config, indent=2, default=str))
-    say(f"{num_images} images in {seconds:.1f} s → {out} (grid.png, sample.json)")
+        record = sample_folder(settings, lambda k: progress.advance(task, k))
+    say(f"{num_images} images in {record['seconds']:.1f} s → {out} (grid.png, sample.json)")

@@ -165,7 +165,7 @@ class Generator:
 
 def load_generator(model: str, teacher: str | None = None, decoder: str = "full") -> Generator:
     """The student pipeline of `model` (with `decoder`) and the teacher pipeline of `teacher`."""
-    from slimdiff.sampling.decoders import use_decoder
+    from slimdiff.deploy.decoders import use_decoder
     from slimdiff.sampling.pipeline import load_pipeline
 
     def load(source: str, role: str):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slimdiff.deploy.onnx_decoder import SLIM_DECODER
 from slimdiff.errors import ModelError
 from slimdiff.models.slim_decoder import load_slim_decoder
-from slimdiff.sampling.onnx_decoder import SLIM_DECODER
 
 CHOICES = ("full", "slim")
 

@@ -9,28 +9,19 @@ weights the graph was made from; loading checks it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+from slimdiff.deploy.onnx_decoder import export_decoders, file_digest, load_onnx_decoder
+from slimdiff.deploy.onnx_unet import FP16_TOLERANCE, ONNX_FILE, OnnxUNet, export_onnx, relative_error
 from slimdiff.errors import ModelError
-from slimdiff.sampling.onnx_decoder import export_decoders, load_onnx_decoder
-from slimdiff.sampling.onnx_export import FP16_TOLERANCE, ONNX_FILE, OnnxUNet, export_onnx, relative_error
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
-from slimdiff.sampling.quantize import INT8_ONNX
 
 WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 # The ONNX graph must answer like PyTorch: max |ONNX − PyTorch| / max |PyTorch| at most this.
 ONNX_TOLERANCE = 1e-4
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+INT8_ONNX = "model.int8.onnx"  # beside each model.onnx after `--quantize int8` (`slimdiff.deploy.quantize`)
 
 
 def export_folder(

@@ -9,7 +9,8 @@ project's frequency-weighted term (the one spectrum-aware distillation uses, `tr
 with α = −1, so the rare high frequencies — the detail a small decoder loses first — count as much as the
 strong low ones. Training runs on random latent crops (`crop` latent pixels a side, their images the matching
 crops of the full decoder's output): the slim decoder is a local conv stack, so crops teach it what whole
-images would, at a fraction of the cost.
+images would, at a fraction of the cost. `distill_and_measure` is the whole workflow of `slimdiff
+distill-decoder`: train, then measure the slim decoder against the full one on held-out images.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from torch.nn import functional as F
 
 from slimdiff.data.datasets import held_out_images, load_images
 from slimdiff.errors import ConfigError, ModelError
+from slimdiff.metrics.fidelity import decoder_quality
 from slimdiff.models.autoencoders import CLASS_KINDS, Autoencoder, load_autoencoder
+from slimdiff.models.size import count_params
 from slimdiff.models.slim_decoder import SlimDecoder, slim_decoder_for
 from slimdiff.training.distillation import frequency_loss, spectral_weight
 
@@ -139,7 +142,7 @@ def distill_decoder(
         "data": data,
         "settings": asdict(settings),
         "final_loss": logs,
-        "params": sum(p.numel() for p in student.parameters()),
+        "params": count_params(student),
         "seconds": round(time.perf_counter() - start, 1),
     }
     out = Path(out)
@@ -152,3 +155,20 @@ def held_out_pairs(vae: str | Path, data: str, size: int, n: int, seed: int = 0)
     """(autoencoder, scaled latents, full decoder images) of `n` held-out images, for measuring a slim decoder."""
     autoencoder = find_autoencoder(vae)
     return (autoencoder, *decoder_pairs(autoencoder, held_out_images(data, size, n, seed)))
+
+
+def distill_and_measure(
+    vae: str | Path,
+    data: str,
+    out: str | Path,
+    settings: DecoderDistillSettings | None = None,
+    n_eval: int = 32,
+    progress: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """`distill_decoder`, then its quality on `n_eval` held-out images, added to `out/distill.json`."""
+    settings = settings or DecoderDistillSettings()
+    slim, record = distill_decoder(vae, data, out, settings, progress)
+    _, latents, reference = held_out_pairs(vae, data, settings.size, n_eval, settings.seed)
+    record["quality_vs_full_decoder"] = decoder_quality(slim, latents, reference)
+    (Path(out) / "distill.json").write_text(json.dumps(record, indent=2))
+    return record

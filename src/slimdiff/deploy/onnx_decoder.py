@@ -114,6 +114,7 @@ def decoder_relative_error(
 
 
 def file_digest(path: Path) -> str:
+    """SHA-256 of a weights file: export.json records it, so a graph is only used beside its own weights."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

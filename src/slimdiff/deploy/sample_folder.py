@@ -1,0 +1,138 @@
+"""`sample_folder`: the whole of `slimdiff sample` — a model, as PyTorch weights or as an ONNX export and with
+any of its decoders, drawn into numbered PNGs (written batch by batch, so an interrupted run keeps what it
+drew), grid.png and sample.json (the settings, the noise schedule and the wall time).
+
+It lives in deploy/ because it picks between the deployed forms of a model (`load_onnx_pipeline`,
+`use_decoder`), which sampling/ — the layer deploy/ builds on — cannot import.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from slimdiff.deploy.decoders import use_decoder
+from slimdiff.deploy.export import load_onnx_pipeline
+from slimdiff.deploy.onnx_decoder import SLIM_DECODER
+from slimdiff.errors import ConfigError, ModelError, SlimdiffError
+from slimdiff.models.loading import load_unet
+from slimdiff.reporting.images import save_grid, to_uint8
+from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
+from slimdiff.sampling.generate import generate
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
+
+GRID_IMAGES = 256  # the grid shows the first images only: a 100k-image grid would not fit in memory
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """What `slimdiff sample` draws; sample.json records these fields (all but `out`)."""
+
+    model: str  # pipeline folder, run folder, UNet folder or hub id
+    out: Path
+    scheduler: str = "dpm++"
+    steps: int = 20
+    num_images: int = 16
+    batch_size: int = 8
+    seed: int = 0
+    eta: float = 0.0
+    label: str | None = None  # a class number or name (class-conditional models)
+    prompt: str | None = None  # text-conditional models
+    negative_prompt: str = ""
+    guidance: float | None = None
+    stitch_teacher: str | None = None  # a teacher UNet for the late steps
+    stitch_fraction: float = 0.5  # the share of the steps the model runs before the teacher
+    onnx: bool = False  # the UNet steps and the decoder on onnxruntime (an ONNX export folder)
+    decoder: str = "full"  # full, slim (MODEL/slim_decoder) or a slim decoder folder
+
+    def record(self) -> dict:
+        """sample.json's settings: a negative prompt only with a prompt, a fraction only with a teacher."""
+        record = {k: v for k, v in asdict(self).items() if k != "out"}
+        record["negative_prompt"] = self.negative_prompt if self.prompt is not None else None
+        record["stitch_fraction"] = self.stitch_fraction if self.stitch_teacher else None
+        return record
+
+
+def load_for_sampling(model: str, onnx: bool = False, decoder: str = "full") -> SlimDiffusionPipeline:
+    """The pipeline for `model`, its UNet steps (and decoder) run by onnxruntime when `onnx`; `decoder` is
+    full, slim (MODEL/slim_decoder) or a slim decoder folder. Its own progress bar is off."""
+    pipe = load_pipeline(model)
+    if onnx:
+        pipe = load_onnx_pipeline(model, pipe, decoder=SLIM_DECODER if decoder == "slim" else "vae")
+    # an ONNX export runs its slim decoder's graph already; a path or `full` still swaps in PyTorch weights
+    pipe = use_decoder(pipe, model, "full" if onnx and decoder == "slim" else decoder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _condition(settings: SampleSettings) -> tuple[dict, dict]:
+    """(pipeline arguments for the whole set, arguments with one row per image)."""
+    condition, per_image = {}, {}
+    if settings.label is not None:
+        condition["class_labels"] = resolve_label(settings.model, settings.label)
+    if settings.prompt is not None:
+        encoder = text_encoder_of(settings.model)
+        embeds, negative = prompt_embeddings(encoder, settings.prompt, settings.negative_prompt)
+        per_image["prompt_embeds"] = embeds.expand(settings.num_images, -1, -1)
+        condition["negative_prompt_embeds"] = negative
+    return condition, per_image
+
+
+def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | None = None) -> dict:
+    """Draw `settings.num_images` images into `settings.out` (created; PNGs of an earlier run there are
+    replaced — whether a non-empty folder may be used is the caller's call). `progress(k)` hears of every k
+    images saved. Returns sample.json's content. A setting the pipeline refuses (a label out of range,
+    a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind."""
+    pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder)
+    condition, per_image = _condition(settings)
+    stitch = None
+    if settings.stitch_teacher is not None:
+        try:
+            teacher = load_unet(settings.stitch_teacher).eval()
+        except ModelError as error:  # say which of the two models it is
+            raise ModelError(f"cannot load --stitch-teacher {settings.stitch_teacher}: {error}") from None
+        stitch = (teacher, settings.stitch_fraction)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    record = {**settings.record(), "noise_schedule": dict(pipe.scheduler.config)}
+    (out / "sample.json").write_text(json.dumps(record, indent=2, default=str))
+
+    def save(first: int, images: torch.Tensor) -> None:
+        for i, pixels in enumerate(to_uint8(images)):
+            Image.fromarray(pixels).save(out / f"{first + i:06d}.png")
+        if progress is not None:
+            progress(len(images))
+
+    start = time.perf_counter()
+    try:
+        images = generate(
+            pipe,
+            settings.num_images,
+            settings.seed,
+            settings.batch_size,
+            on_batch=save,
+            num_inference_steps=settings.steps,
+            sampler=settings.scheduler,
+            eta=settings.eta,
+            guidance_scale=settings.guidance,
+            stitch=stitch,
+            per_image=per_image,
+            **condition,
+        )
+    except ValueError as error:  # a setting the pipeline refuses (label range, guidance, …)
+        (out / "sample.json").unlink(missing_ok=True)
+        if isinstance(error, SlimdiffError):
+            raise
+        raise ConfigError(str(error).splitlines()[0]) from None
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    save_grid(images[:GRID_IMAGES], out / "grid.png")
+    (out / "sample.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
