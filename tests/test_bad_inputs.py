@@ -260,13 +260,13 @@ def test_a_missing_relative_path_offline_never_waits_on_the_network(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: False)  # offline
     calls = []
-    real = loading.ModelMixin.load_config  # what `locate` asks the hub cache with
+    real = loading.UNet2DModel.load_config
 
     def record(*args, **kwargs):
         calls.append(kwargs.get("local_files_only"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loading.ModelMixin, "load_config", record)
+    monkeypatch.setattr(loading.UNet2DModel, "load_config", record)
     result = runner.invoke(app, ["sample", "nowhere/model", "--out", "o"])
     assert result.exit_code == 2 and "hub is not reachable (offline?)" in _one_line(result)
     assert calls and all(calls)  # only the local cache was asked: no network retries

@@ -116,7 +116,7 @@ def load_autoencoder(
     cls = VQModel if kind == "vq" else AutoencoderKL
     with loading(f"the {cls.__name__} in {source}", FOLDER_FIX):
         subfolders = (None, "vqvae", "vae")  # a bare autoencoder, an LDMPipeline's, a Stable Diffusion one's
-        location, subfolder = locate(source, cls.__name__, subfolders, subfolders, **hub_kwargs)
+        location, subfolder = locate(source, cls, subfolders, subfolders, **hub_kwargs)
         model = cls.from_pretrained(location, subfolder=subfolder, use_safetensors=True, **hub_kwargs)
     if scaling_factor is None:
         scaling_factor = float(model.config.get("scaling_factor", 1.0)) if kind == "kl" else 1.0

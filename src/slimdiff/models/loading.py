@@ -47,11 +47,17 @@ def check_source(source: str | Path, what: str) -> None:
 
 
 def locate(
-    source: str | Path, what: str, local: tuple[str | None, ...], hub: tuple[str | None, ...], **hub_kwargs
+    source: str | Path,
+    model_class: type[ModelMixin],
+    local: tuple[str | None, ...],
+    hub: tuple[str | None, ...],
+    what: str = "",
+    **hub_kwargs,
 ) -> tuple[str, str | None]:
-    """(path or hub id, subfolder) of the first config.json of `what` in `source`: in the `local` subfolders of
-    a folder, or the `hub` subfolders of a hub id. `hub_kwargs` (cache_dir, local_files_only, revision, token)
-    go to the hub look-up."""
+    """(path or hub id, subfolder) of the first config.json of a `model_class` (named `what`) in `source`: in
+    the `local` subfolders of a folder, or the `hub` subfolders of a hub id. `hub_kwargs` (cache_dir,
+    local_files_only, revision, token) go to the hub look-up."""
+    what = what or model_class.__name__
     check_source(source, what)
     path = Path(source)
     if path.is_dir():
@@ -68,7 +74,7 @@ def locate(
     for kwargs in attempts:
         for subfolder in hub:
             try:
-                ModelMixin.load_config(str(source), subfolder=subfolder, **kwargs)
+                model_class.load_config(str(source), subfolder=subfolder, **kwargs)
             except OSError:
                 continue
             return str(source), subfolder
@@ -81,7 +87,7 @@ def locate(
 def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
     """(path or hub id, subfolder) of the UNet in `source`: a bare model folder, a pipeline folder with `unet/`,
     a slimdiff run folder (its `model/`), or a hub id, whose UNet is looked for in `unet/`, then at the top."""
-    return locate(source, "UNet", (None, "unet", "model/unet"), ("unet", None), **hub_kwargs)
+    return locate(source, UNet2DModel, (None, "unet", "model/unet"), ("unet", None), "UNet", **hub_kwargs)
 
 
 @functools.cache
