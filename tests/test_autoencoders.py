@@ -7,6 +7,7 @@ import torch
 
 from slimdiff.data.datasets import make_dataset
 from slimdiff.data.latent_cache import cached_latents, source_fingerprint
+from slimdiff.errors import ModelError
 from slimdiff.models.autoencoders import load_autoencoder
 
 
@@ -15,7 +16,7 @@ def test_identity_is_pixel_space():
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     assert ae.factor == 1 and ae.latent_channels == 3
     assert torch.equal(ae.encode(x), x) and torch.equal(ae.decode(x), x)
-    with pytest.raises(ValueError, match="takes no source"):
+    with pytest.raises(ModelError, match="takes no source"):
         load_autoencoder("identity", "some/model")
 
 
@@ -46,9 +47,9 @@ def test_kl_found_in_pipeline_subfolder_with_its_scale(tmp_path, tiny_kl):
     with torch.no_grad():
         mean = model.encode(x).latent_dist.mean
     torch.testing.assert_close(ae.encode(x), mean * 0.18215)
-    with pytest.raises(ValueError, match="could not load a VQModel"):
+    with pytest.raises(ModelError, match="cannot load the VQModel: .*missing is neither a model folder"):
         load_autoencoder("vq", str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="needs a source"):
+    with pytest.raises(ModelError, match="needs a source"):
         load_autoencoder("kl")
 
 

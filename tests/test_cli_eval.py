@@ -151,7 +151,7 @@ def test_user_mistakes_on_a_model_are_one_line(model_dir, tmp_path, args, messag
 
 def test_user_mistakes_on_targets_and_data_are_one_line(image_dir, tmp_path):
     missing = _run(tmp_path / "nothing" / "here", "--metrics", "macs")
-    assert missing.exit_code == 2 and "cannot load model" in missing.output
+    assert missing.exit_code == 2 and "is neither a model folder nor a hub id" in missing.output
     no_size = _run(image_dir, "--data", image_dir, "--metrics", "swd", "--out", tmp_path / "no-size")
     assert no_size.exit_code == 0 and "--size 16, read from the first image" in no_size.output
     assert json.loads((tmp_path / "no-size" / "config.json").read_text())["size"] == 16

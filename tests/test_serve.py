@@ -102,7 +102,7 @@ def test_bad_parameters_are_one_line_not_a_traceback(server, payload, message):
 
 def test_serve_command_refuses_a_missing_model(tmp_path):
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing"), "--port", "0"])
-    assert result.exit_code == 2 and "cannot load" in result.output
+    assert result.exit_code == 2 and "is neither a model folder nor a hub id" in result.output
 
 
 @pytest.fixture(scope="module")

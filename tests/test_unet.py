@@ -176,8 +176,8 @@ def test_output_tolerance_catches_one_wrong_weight(
 def test_load_unet_errors_are_clear(tmp_path):
     with pytest.raises(ModelError, match="neither a model folder nor a hub id"):
         load_unet(tmp_path / "missing")
-    with pytest.raises(ModelError, match="holds no UNet: expected config.json"):
+    with pytest.raises(ModelError, match=r"holds no UNet \(no config.json in it, in unet/, in model/unet/\)"):
         load_unet(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
-    with pytest.raises(ValueError, match="'AutoencoderKL' is not a supported UNet"):
+    with pytest.raises(ModelError, match="'AutoencoderKL' is not a supported UNet"):
         load_unet(tmp_path)

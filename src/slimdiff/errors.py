@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors import SafetensorError
 
-class SlimdiffError(ValueError):
-    """A problem the user can fix (a setting, a path, a data source); exit code 2 on the command line."""
+# What diffusers, transformers, huggingface_hub, safetensors and json raise for a model they cannot read: missing
+# files and hub failures (OSError), damaged weights (SafetensorError, which diffusers re-raises as OSError), a
+# config that is not JSON or does not fit the class (ValueError), a config value of the wrong type (TypeError,
+# from the model's constructor).
+LOAD_ERRORS = (OSError, ValueError, TypeError, SafetensorError)
+
+
+class SlimdiffError(Exception):
+    """A problem the user can fix (a setting, a path, a data source); exit code 2 on the command line.
+
+    Not a ValueError: an `except ValueError` written for a library's errors must not catch (and re-word) ours."""
 
     exit_code = 2
 
@@ -70,3 +82,30 @@ def check_output_folder(path: Path, name: str) -> None:
         raise ConfigError(
             f"{name} {path} cannot be written ({existing}: {error.strerror or error}); pass a normal folder"
         ) from None
+
+
+@contextmanager
+def loading(what: str, fix: str) -> Iterator[None]:
+    """The one place where what the libraries raise while loading `what` (a model, autoencoder, text encoder,
+    scheduler config) becomes a `ModelError` of one line: "cannot load <what>: <why>; <fix>". Our own errors
+    inside pass through unchanged; the library's error stays attached as the cause."""
+    try:
+        yield
+    except LOAD_ERRORS as error:
+        raise ModelError(f"cannot load {what}: {load_failure(error)}; {fix}") from error
+
+
+def load_failure(error: BaseException) -> str:
+    """Why a load failed, in one line: safetensors' own reason for a damaged weights file (diffusers hides it
+    behind "Unable to load weights from checkpoint file"), else the first line of the error."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, SafetensorError):
+            return f"damaged safetensors file ({_first_line(cause)})"
+        cause = cause.__cause__ or cause.__context__
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].strip(" .") if lines else type(error).__name__

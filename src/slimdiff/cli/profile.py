@@ -10,7 +10,7 @@ from rich.progress import track
 from rich.table import Table
 from rich.text import Text
 
-from slimdiff.cli.app import app, console, fail
+from slimdiff.cli.app import app, console, fail, user_errors
 from slimdiff.metrics.complexity import count_macs_by_kind, steps_per_second
 from slimdiff.models.presets import PRESETS, Preset
 from slimdiff.models.size import count_params
@@ -63,10 +63,8 @@ def profile(
         if name in PRESETS:
             presets.append(PRESETS[name])
         elif Path(name).is_dir():
-            try:
+            with user_errors():
                 presets.append(_preset_for_model(Path(name)))
-            except (OSError, ValueError) as e:
-                fail(str(e))
         else:
             fail(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}, all, or a model folder")
     rows = [

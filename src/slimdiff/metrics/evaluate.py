@@ -9,15 +9,12 @@ still run. Outputs: config.json (written first), metrics.json, summary.md, sampl
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from PIL import Image
-
-from slimdiff.data.datasets import IMAGE_SUFFIXES, held_out_images, load_images, make_dataset
-from slimdiff.errors import ConfigError, DataError, ModelError, SlimdiffError
+from slimdiff.data.datasets import held_out_images, load_images
+from slimdiff.errors import ConfigError, DataError, SlimdiffError
 from slimdiff.metrics.conditional import (
     class_labelled_real,
     model_classes,
@@ -29,11 +26,11 @@ from slimdiff.metrics.conditional import (
 from slimdiff.metrics.protocols import Protocol, get_protocol
 from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
 from slimdiff.metrics.summary import summary
-from slimdiff.models.autoencoders import Autoencoder
-from slimdiff.models.inputs import condition_input, sample_hw
+from slimdiff.metrics.targets import image_files, image_folder_target, is_model, model_target
+from slimdiff.models.inputs import condition_input
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
-from slimdiff.sampling.pipeline import load_pipeline
+from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 from slimdiff.sampling.solvers import SAMPLERS
 
 METRICS = tuple(RUNNERS)
@@ -71,36 +68,10 @@ class EvalOptions:
     departures: tuple[str, ...] = ()  # set by `resolve`: settings that differ from the protocol
 
 
-def is_model(target: str) -> bool:
-    p = Path(target)
-    if not p.exists():
-        return True  # a hub id; load_pipeline says so clearly if it is not one
-    markers = ("model_index.json", "config.json", "unet/config.json", "model/model_index.json")  # last: a run
-    return any((p / name).is_file() for name in markers)
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _first_image_side(files: list[Path]) -> int:
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                return min(image.size)
-        except OSError:
-            continue
-    raise DataError("no readable image in the folder")
-
-
-def _readable_count(folder: str, size: int) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the unreadable ones are counted in the notes and metrics.json
-        return len(make_dataset(folder, size))
-
-
 def _sampling(options: EvalOptions, protocol: Protocol) -> tuple[dict, list[str]]:
     """The sampling settings: the user's where given, else the protocol's; and where they depart from it."""
+    if options.scheduler is not None and options.scheduler not in SAMPLERS:
+        raise ConfigError(f"unknown scheduler {options.scheduler!r}; valid: {', '.join(SAMPLERS)}")
     settings = {"scheduler": protocol.scheduler, "steps": protocol.steps, "eta": protocol.eta}
     settings["guidance"] = protocol.guidance
     given = {key: getattr(options, key) for key in settings if getattr(options, key) is not None}
@@ -112,75 +83,56 @@ def _sampling(options: EvalOptions, protocol: Protocol) -> tuple[dict, list[str]
     return {**settings, **given}, departures
 
 
-def resolve(options: EvalOptions) -> tuple[EvalOptions, object | None]:
-    """Validate `options` and fill in what they leave open; returns them with the loaded pipeline (None for
-    an image folder). Raises a SlimdiffError naming the problem; nothing is written."""
+def _wanted_metrics(options: EvalOptions) -> list[str]:
+    """The metrics asked for, all known, at least one."""
     wanted = [m for m in options.metrics if m]
     unknown = [m for m in wanted if m not in METRICS]
     if unknown or not wanted:
         raise ConfigError(
             f"unknown metric(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(METRICS)}"
         )
+    return wanted
+
+
+def _real_count(options: EvalOptions, protocol: Protocol, n: int, wanted: list[str]) -> tuple[int, list[str]]:
+    """How many real images to compare with (the protocol's unless -n or --n-real is given), checked against
+    a --data folder; and where the counts depart from the protocol."""
+    n_real = options.n_real or (protocol.n_real if options.n is None else None) or n
+    counts = {"n": (n, protocol.n), "n_real": (n_real, protocol.n_real or protocol.n)}
+    departures = [f"{k} {v} (protocol {protocol.name}: {p})" for k, (v, p) in counts.items() if v != p]
+    if options.data and Path(options.data).is_dir() and NEEDS_DATA & set(wanted):
+        available = len(image_files(Path(options.data)))
+        if available < n_real:
+            raise DataError(f"{options.data} holds {available} images, fewer than the {n_real} requested")
+    return n_real, departures
+
+
+def resolve(options: EvalOptions) -> tuple[EvalOptions, SlimDiffusionPipeline | None]:
+    """Validate `options` and fill in what they leave open; returns them with the loaded pipeline (None for
+    an image folder). Raises a SlimdiffError naming the problem; nothing is written."""
+    wanted = _wanted_metrics(options)
     protocol = get_protocol(options.protocol)
-    if options.scheduler is not None and options.scheduler not in SAMPLERS:
-        raise ConfigError(f"unknown scheduler {options.scheduler!r}; valid: {', '.join(SAMPLERS)}")
     sampling, departures = _sampling(options, protocol)
     if NEEDS_DATA & set(wanted) and options.data is None:
         raise ConfigError(
             f"{', '.join(sorted(NEEDS_DATA & set(wanted)))} need real images: pass --data SOURCE"
         )
-    notes, n, size, pipeline = [], options.n, options.size, None
+    pipeline, notes = None, []
     if is_model(options.target):
-        kind = "model"
-        try:
-            pipeline = load_pipeline(options.target)
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load model {options.target}: {str(error).splitlines()[0]}") from None
-        model_size = sample_hw(pipeline.unet.config)[0] * Autoencoder.of(pipeline.vae).factor
-        if size not in (None, model_size):
-            raise ConfigError(f"the model makes {model_size}² images; drop --size or set it to {model_size}")
-        size, n = model_size, n or protocol.n
-        cfg = pipeline.unet.config
-        text = cfg.get("cross_attention_dim") is not None and not model_classes(pipeline, options.target)
-        if text and options.prompts is None and NEEDS_SAMPLES & set(wanted):
-            raise ConfigError(
-                f"{options.target} is a text-conditional model: pass --prompts FILE (one prompt per line, "
-                "or metadata .jsonl / .csv with a `text` field) to say what to draw"
-            )
-        if options.prompts is not None and not text:
-            raise ConfigError(f"--prompts is for text-conditional models; {options.target} is not one")
-        if sampling["guidance"] is not None and cfg.get("num_context_classes") is None and not text:
-            raise ConfigError(
-                f"guidance {sampling['guidance']} needs a class-context model (num_context_classes) or a "
-                f"text model; {options.target} is neither: choose another --protocol or drop --guidance"
-            )
+        kind, sampled = "model", bool(NEEDS_SAMPLES & set(wanted))
+        pipeline, size = model_target(
+            options.target, options.size, options.prompts, sampling["guidance"], sampled
+        )
+        n = options.n or protocol.n
     elif Path(options.target).is_dir():
         if options.prompts is not None:
             raise ConfigError("--prompts needs a model to sample; a folder of images is scored as it is")
-        kind, files = "images", _folder_images(Path(options.target))
-        if not files:
-            raise DataError(f"{options.target} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        if size is None:
-            size = _first_image_side(files)
-            notes.append(f"--size {size}, read from the first image")
-        readable = _readable_count(options.target, size)
-        if readable < len(files):
-            notes.append(f"{len(files) - readable} unreadable file(s) skipped")
-        if n is None:
-            n = min(protocol.n, readable)
-            if n < protocol.n:
-                notes.append(f"using all {n} images of the folder (fewer than the protocol's {protocol.n})")
-        elif n > readable:
-            raise DataError(f"{options.target} holds {readable} readable images, fewer than -n {n}")
+        kind = "images"
+        n, size, notes = image_folder_target(options.target, options.size, options.n, protocol)
     else:
         raise ConfigError(f"{options.target} is neither a model nor a folder of images")
-    n_real = options.n_real or (protocol.n_real if options.n is None else None) or n
-    counts = {"n": (n, protocol.n), "n_real": (n_real, protocol.n_real or protocol.n)}
-    departures += [f"{k} {v} (protocol {protocol.name}: {p})" for k, (v, p) in counts.items() if v != p]
-    if options.data and Path(options.data).is_dir() and NEEDS_DATA & set(wanted):
-        available = len(_folder_images(Path(options.data)))
-        if available < n_real:
-            raise DataError(f"{options.data} holds {available} images, fewer than the {n_real} requested")
+    n_real, count_departures = _real_count(options, protocol, n, wanted)
+    departures += count_departures
     if departures and protocol.name != "fast":
         notes.append(f"not protocol {protocol.name} as published: " + "; ".join(departures))
     resolved = replace(options, metrics=tuple(wanted), n=n, n_real=n_real, size=size, kind=kind, **sampling)

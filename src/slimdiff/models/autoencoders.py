@@ -10,12 +10,11 @@ cacheable.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from slimdiff.errors import ModelError
+from slimdiff.errors import ModelError, loading
 
 KINDS = ("identity", "vq", "kl")
 # diffusers class → kind; the one place that tells a VQ from a KL autoencoder.
@@ -112,21 +111,13 @@ def load_autoencoder(
         raise ModelError(f"autoencoder kind {kind!r} needs a source: a local folder or a hub id")
     from diffusers import AutoencoderKL, VQModel
 
+    from slimdiff.models.loading import FOLDER_FIX, locate
+
     cls = VQModel if kind == "vq" else AutoencoderKL
-    model = None
-    errors = []
-    for subfolder in (None, "vqvae", "vae"):
-        folder = Path(source) / (subfolder or "")
-        if Path(source).is_dir() and not (folder / "config.json").is_file():
-            continue
-        try:
-            model = cls.from_pretrained(source, subfolder=subfolder, use_safetensors=True, **hub_kwargs)
-            break
-        except (OSError, ValueError) as error:
-            errors.append(str(error).splitlines()[0])
-    if model is None:
-        detail = errors[-1] if errors else "no config.json in it, in vqvae/ or in vae/"
-        raise ModelError(f"could not load a {cls.__name__} from {source}: {detail}")
+    with loading(f"the {cls.__name__} in {source}", FOLDER_FIX):
+        subfolders = (None, "vqvae", "vae")  # a bare autoencoder, an LDMPipeline's, a Stable Diffusion one's
+        location, subfolder = locate(source, cls, subfolders, subfolders, **hub_kwargs)
+        model = cls.from_pretrained(location, subfolder=subfolder, use_safetensors=True, **hub_kwargs)
     if scaling_factor is None:
         scaling_factor = float(model.config.get("scaling_factor", 1.0)) if kind == "kl" else 1.0
     return Autoencoder(kind, model, scaling_factor, source=str(source))

@@ -13,7 +13,7 @@ import torch
 from diffusers import DDPMScheduler, ModelMixin, UNet2DConditionModel, UNet2DModel
 from torch import nn
 
-from slimdiff.errors import ModelError
+from slimdiff.errors import ModelError, loading
 from slimdiff.models.inputs import condition_input
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 
@@ -23,40 +23,71 @@ UNET_CLASSES: dict[str, type[ModelMixin]] = {
 }
 
 
-def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
-    """(path or hub id, subfolder) of the UNet in `source`.
+# What to do about a model folder the libraries cannot read.
+FOLDER_FIX = (
+    "slimdiff reads config.json + safetensors only: re-save a .bin / pickle checkpoint with diffusers' "
+    "save_pretrained, copy a damaged file again"
+)
 
-    `source` may be a bare model folder, a pipeline folder with `unet/`, a slimdiff run folder (its `model/`),
-    or a hub id, whose UNet is looked for in `unet/`, then at the top. `hub_kwargs` (cache_dir,
-    local_files_only, revision, token) go to the hub look-up.
-    """
+
+def check_source(source: str | Path, what: str) -> None:
+    """Refuse at once a `source` that is neither an existing folder nor shaped like a hub id ("owner/name"),
+    before any library asks the hub about it."""
     path = Path(source)
     if path.is_dir():
-        for subfolder in (None, "unet", "model/unet"):
-            if (path / (subfolder or "") / "config.json").is_file():
-                return (str(path / "model"), "unet") if subfolder == "model/unet" else (str(path), subfolder)
-        raise ModelError(f"{path} holds no UNet: expected config.json in it, in unet/ or in model/unet/")
+        return
     if path.exists() or str(source).count("/") != 1:
-        raise ModelError(f"{source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'")
-    if path.parent.is_dir():  # e.g. a mistyped runs/… folder: say so instead of asking the hub
-        raise ModelError(f"no folder {source} (its parent {path.parent} exists here: a typo?)")
+        raise ModelError(
+            f"cannot load the {what}: {source} is neither a model folder nor a hub id like 'CompVis/ldm-celebahq-256'"
+        )
+    if path.parent.is_dir():  # e.g. a mistyped runs/… folder: say so
+        raise ModelError(
+            f"cannot load the {what}: no folder {source} (its parent {path.parent} exists here: a typo?)"
+        )
+
+
+def locate(
+    source: str | Path,
+    model_class: type[ModelMixin],
+    local: tuple[str | None, ...],
+    hub: tuple[str | None, ...],
+    what: str = "",
+    **hub_kwargs,
+) -> tuple[str, str | None]:
+    """(path or hub id, subfolder) of the first config.json of a `model_class` (named `what`) in `source`: in
+    the `local` subfolders of a folder, or the `hub` subfolders of a hub id. `hub_kwargs` (cache_dir,
+    local_files_only, revision, token) go to the hub look-up."""
+    what = what or model_class.__name__
+    check_source(source, what)
+    path = Path(source)
+    if path.is_dir():
+        for subfolder in local:
+            if (path / (subfolder or "") / "config.json").is_file():
+                parent, _, name = (subfolder or "").rpartition("/")  # model/unet: the pipeline folder model/
+                return str(path / parent), name or None
+        where = ", ".join(f"in {s}/" for s in local if s)
+        raise ModelError(f"cannot load the {what}: {path} holds no {what} (no config.json in it, {where})")
     # The local hub cache first; the network only when it answers, so a wrong id fails fast offline.
     attempts = [{**hub_kwargs, "local_files_only": True}]
     if not hub_kwargs.get("local_files_only") and hub_reachable():
         attempts.append(hub_kwargs)
     for kwargs in attempts:
-        for subfolder in ("unet", None):
+        for subfolder in hub:
             try:
-                UNet2DModel.load_config(str(source), subfolder=subfolder, **kwargs)
+                model_class.load_config(str(source), subfolder=subfolder, **kwargs)
             except OSError:
                 continue
             return str(source), subfolder
     where = "not in the local hub cache" + (
         "" if len(attempts) > 1 else " and the hub is not reachable (offline?)"
     )
-    raise ModelError(
-        f"no UNet config found for {source!r}: no such local folder, {where}, or no such repository"
-    )
+    raise ModelError(f"cannot load the {what}: no config of {source!r} found: {where}, or no such repository")
+
+
+def locate_unet(source: str | Path, **hub_kwargs) -> tuple[str, str | None]:
+    """(path or hub id, subfolder) of the UNet in `source`: a bare model folder, a pipeline folder with `unet/`,
+    a slimdiff run folder (its `model/`), or a hub id, whose UNet is looked for in `unet/`, then at the top."""
+    return locate(source, UNet2DModel, (None, "unet", "model/unet"), ("unet", None), "UNet", **hub_kwargs)
 
 
 @functools.cache
@@ -76,23 +107,18 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
     """The UNet in `source` as the class its config names (slimdiff or plain diffusers)."""
-    location, subfolder = locate_unet(source, **hub_kwargs)
-    config = UNet2DModel.load_config(location, subfolder=subfolder, **hub_kwargs)
-    class_name = config.get("_class_name")
-    if class_name not in UNET_CLASSES:
-        raise ModelError(
-            f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}"
-        )
-    try:
+    with loading(f"the UNet in {source}", FOLDER_FIX):
+        location, subfolder = locate_unet(source, **hub_kwargs)
+        config = UNet2DModel.load_config(location, subfolder=subfolder, **hub_kwargs)
+        class_name = config.get("_class_name")
+        if class_name not in UNET_CLASSES:
+            raise ModelError(
+                f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}"
+            )
         # safetensors only: a pickled .bin could run code while loading
         return UNET_CLASSES[class_name].from_pretrained(
             location, subfolder=subfolder, use_safetensors=True, **hub_kwargs
         )
-    except OSError as error:
-        raise ModelError(
-            f"{source}: no readable safetensors weights ({str(error).splitlines()[0]}); slimdiff loads "
-            "safetensors only — convert a .bin / pickle checkpoint with diffusers' save_pretrained"
-        ) from None
 
 
 def scheduler_config(source: str | Path, **hub_kwargs) -> dict:
@@ -102,7 +128,8 @@ def scheduler_config(source: str | Path, **hub_kwargs) -> dict:
         return {}
     path = Path(location) / "scheduler" / "scheduler_config.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        with loading(f"the scheduler config {path}", "save the model again or fix the JSON"):
+            return json.loads(path.read_text())
     if Path(location).is_dir():
         return {}
     try:

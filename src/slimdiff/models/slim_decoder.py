@@ -17,7 +17,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from slimdiff.errors import ModelError
+from slimdiff.errors import ModelError, loading
 
 
 class _Output:
@@ -113,7 +113,5 @@ def load_slim_decoder(folder: str | Path) -> SlimDecoder:
         raise ModelError(
             f"{folder} is not a slim decoder folder (no config.json); make one with `slimdiff distill-decoder`"
         )
-    try:
+    with loading(f"the slim decoder in {folder}", "make it again with `slimdiff distill-decoder`"):
         return SlimDecoder.from_pretrained(str(folder), use_safetensors=True).eval()
-    except (OSError, ValueError, TypeError) as error:
-        raise ModelError(f"cannot load the slim decoder in {folder}: {str(error).splitlines()[0]}") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimdiff.errors import ModelError
+from slimdiff.errors import loading
 
 
 class TextEncoder(nn.Module):
@@ -43,15 +43,16 @@ def load_text_encoder(source: str | Path, **hub_kwargs) -> TextEncoder:
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a frozen encoder loads in a moment; its bars would clutter the run's
+    from slimdiff.models.loading import check_source
+
+    check_source(source, "CLIP text encoder")
     path = Path(source)
     subfolders = ("tokenizer", "text_encoder") if (path / "text_encoder").is_dir() else (None, None)
-    try:
+    with loading(
+        f"the CLIP text encoder in {source}", "pass a folder or hub id with a CLIP tokenizer and text model"
+    ):
         tokenizer = CLIPTokenizer.from_pretrained(str(source), subfolder=subfolders[0] or "", **hub_kwargs)
         model = CLIPTextModel.from_pretrained(
             str(source), subfolder=subfolders[1] or "", use_safetensors=True, **hub_kwargs
         )
-    except (OSError, ValueError) as error:
-        raise ModelError(
-            f"cannot load a CLIP text encoder from {source}: {str(error).splitlines()[0]}"
-        ) from None
     return TextEncoder(tokenizer, model)

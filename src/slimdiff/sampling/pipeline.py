@@ -32,8 +32,9 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
 
 from slimdiff.diffusion import training_scheduler
+from slimdiff.errors import loading
 from slimdiff.models.inputs import sample_hw
-from slimdiff.models.loading import load_unet
+from slimdiff.models.loading import FOLDER_FIX, load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.folders import diffusers_entry, download, foreign_components, no_loading_bar
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
@@ -265,12 +266,13 @@ def load_pipeline(source: str | Path, **kwargs) -> SlimDiffusionPipeline:
     with slimdiff's sampling settings and no autoencoder. A hub id is loaded as a pipeline repository, else as a
     bare UNet. `kwargs` (diffusers' loading keywords) go to `from_pretrained`."""
     path = Path(source)
-    for folder in (path, path / "model"):
-        if (folder / "model_index.json").is_file():
-            return SlimDiffusionPipeline.from_pretrained(folder, **kwargs)
-    if not path.exists() and str(source).count("/") == 1:
-        try:
-            return SlimDiffusionPipeline.from_pretrained(str(source), **kwargs)
-        except OSError:
-            pass  # not a pipeline repository (or offline): try it as a bare UNet
-    return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())
+    with loading(f"the pipeline in {source}", FOLDER_FIX):
+        for folder in (path, path / "model"):
+            if (folder / "model_index.json").is_file():
+                return SlimDiffusionPipeline.from_pretrained(folder, **kwargs)
+        if not path.exists() and str(source).count("/") == 1:
+            try:
+                return SlimDiffusionPipeline.from_pretrained(str(source), **kwargs)
+            except OSError:
+                pass  # not a pipeline repository (or offline): try it as a bare UNet
+        return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())

@@ -168,17 +168,14 @@ def load_generator(model: str, teacher: str | None = None, decoder: str = "full"
     from slimdiff.deploy.decoders import use_decoder
     from slimdiff.sampling.pipeline import load_pipeline
 
-    def load(source: str, role: str):
-        try:
-            pipe = load_pipeline(source)
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load {role} {source}: {str(error).splitlines()[0]}") from None
+    def load(source: str):
+        pipe = load_pipeline(source)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    student = use_decoder(load(model, "the model"), model, decoder)
+    student = use_decoder(load(model), model, decoder)
     encoder = None
     if condition_input(student.unet.config) == "encoder_hidden_states":
         encoder = text_encoder_of(model)
     names = (model, teacher or "teacher")
-    return Generator(student, load(teacher, "--teacher") if teacher else None, names, encoder)
+    return Generator(student, load(teacher) if teacher else None, names, encoder)
