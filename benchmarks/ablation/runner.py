@@ -1,5 +1,4 @@
-"""Training and evaluation of one run of the ablation study (`benchmarks/ablation.py`); the results page is
-`ablation_readme`.
+"""Training and evaluation of one run of the ablation study (`benchmarks/ablation/`).
 
 Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 - ε-error spectrum on `eps_images` held-out crops × 10 timestep buckets, against the true ε and against the
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.ablation import DATA, Run, Settings, write_json
-from benchmarks.ablation_claims import claim, exclusive, release, teacher_training
+from benchmarks.ablation.claims import claim, exclusive, release, teacher_training
+from benchmarks.ablation.plan import DATA, Run, Settings, write_json
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
