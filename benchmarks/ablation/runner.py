@@ -23,6 +23,7 @@ from benchmarks.ablation.plan import DATA, Run, Settings, write_json
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
+from slimdiff.metrics.colour import chroma_rms
 from slimdiff.metrics.complexity import count_params, torch_threads
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum, spectrum_error
@@ -181,12 +182,11 @@ class Context:
         if grid:  # committed: seed 0 of each arm and the teachers
             save_grid(fake[:64], self.results / "grids" / f"{name}.png", nrow=8, upscale=2)
         radii, power = radial_power_spectrum(fake)
-        chroma = (fake - fake.mean(dim=1, keepdim=True)).square().mean().sqrt().item()
         return {
             "metrics": {
                 "swd": swd(self.real, fake, seed=s.eval_seed),
                 "spectrum": spectrum_error(self.real, fake),
-                "chroma_rms": chroma,
+                "chroma_rms": chroma_rms(fake),
             },
             "radii": radii.tolist(),
             "samples_power": power.tolist(),
