@@ -1,4 +1,4 @@
-"""What every benchmark shares: interleaved timing, and a result file with the command, the machine, the date."""
+"""What every benchmark shares: interleaved timing; result files with the command, machine and date."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def interleaved_medians(
     variants: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
 ) -> dict[str, float]:
     """Median seconds per call of each variant, after one warm-up call each, timed in interleaved rounds so
-    that load from other processes hits every variant alike. `clock`: wall time, or `time.process_time` for the
-    process's CPU time."""
+    that load from other processes hits every variant alike. `clock`: wall time, or `time.process_time` for
+    the process's CPU time."""
     for fn in variants.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in variants}

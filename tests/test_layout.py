@@ -83,8 +83,8 @@ def _module_names(tree: Path, top: Path) -> dict[str, Path]:
 
 
 def _import_graph(tree: Path, top: Path) -> dict[str, set[str]]:
-    """Module → the modules of the same tree it imports. `from a.b import c` counts as importing a.b.c when that
-    is a module, else a.b; a parent package that Python runs first on the way is not counted."""
+    """Module → the modules of the same tree it imports. `from a.b import c` counts as importing a.b.c when
+    that is a module, else a.b; a parent package that Python runs first on the way is not counted."""
     modules = _module_names(tree, top)
     graph = {}
     for name, path in modules.items():

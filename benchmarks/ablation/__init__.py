@@ -4,11 +4,11 @@ the WG × spatial × frequency grid, plus reduced-budget sweeps of λ_s, λ_f an
     OMP_NUM_THREADS=1 nohup python -m benchmarks.ablation --resume > outputs/ablation/study.log 2>&1 &
 
 Start it once per core you can spare (each process has one thread): the processes share the plan, each claims
-the next run nobody holds (outputs/ablation/claims/), and a data set's teacher is prepared by one while the others
-take runs of other data sets or wait.
-`--data photos` takes only one data set's runs; `--teacher-threads 2` gives a process both cores while it trains
-and evaluates a teacher (1.6× faster per step: 2.58 → 1.60 s) and one thread afterwards — start the other worker
-with `--data` of the same set and it waits for the teacher instead of competing for the cores.
+the next run nobody holds (outputs/ablation/claims/), and a data set's teacher is prepared by one while the
+others take runs of other data sets or wait. `--data photos` takes only one data set's runs;
+`--teacher-threads 2` gives a process both cores while it trains and evaluates a teacher (1.6× faster per
+step: 2.58 → 1.60 s) and one thread afterwards — start the other worker with `--data` of the same set and it
+waits for the teacher instead of competing for the cores.
 
 One teacher per data set (tiny-teacher at base width 56: 4.96M params, 12.9× tiny-sd's 0.38M and 12.1×
 tiny-lite's 0.41M — the paper's LDM/SD ratio is 13.0×) is trained first. Every student run of a seed sees
@@ -23,7 +23,7 @@ Resumable: the study's settings are fixed in benchmarks/results/ablation/study.j
 order (see `plan.plan`), so stopping early leaves the most important comparisons complete. `--list` shows the
 plan and what is done.
 
-The parts, each importing only those above it: `claims` (which worker does what), `plan` (settings, arms, runs,
-the committed files), `stats` (paired differences, intervals, tables), `plots`, `report` (the results page),
-`runner` (training and evaluating one run), `cli` (the flags and the worker loop; `python -m benchmarks.ablation`).
+The parts, each importing only those above it: `claims` (which worker does what), `plan` (settings, arms,
+runs, the committed files), `stats` (paired differences, intervals, tables), `plots`, `report` (the results
+page), `runner` (training and evaluating one run), `cli` (the flags and the worker loop, run by __main__).
 """

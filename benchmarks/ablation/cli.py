@@ -1,5 +1,5 @@
-"""The ablation study's command line, `python -m benchmarks.ablation` (flags: `--help`), and its worker loop: take
-the next run nobody holds, train and evaluate it, record it, rebuild and commit the results page."""
+"""The ablation study's command line, `python -m benchmarks.ablation` (flags: `--help`), and its worker loop:
+take the next run nobody holds, train and evaluate it, record it, rebuild and commit the results page."""
 
 from __future__ import annotations
 
@@ -126,8 +126,9 @@ def main() -> None:
 
 
 def next_run(runs: list[Run], results: Path, claims: Path) -> Run | None:
-    """The first pending run this process can take (now claimed): no live process holds it and no other process
-    is preparing its data set's teacher (a spare core trains other students meanwhile). None: nothing to take now."""
+    """The first pending run this process can take (now claimed): no live process holds it and no other
+    process is preparing its data set's teacher (a spare core trains other students meanwhile). None: nothing
+    to take now."""
     with exclusive(claims / ".lock"):
         for run in pending(runs, results):
             if not held_elsewhere(claims, teacher_training(run.data)) and claim(claims, run.id):

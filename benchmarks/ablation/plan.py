@@ -1,5 +1,5 @@
-"""The ablation study's plan: its settings, arms and runs in priority order, and its committed files (one JSON per
-finished run, study.json with the settings fixed at the first start), written atomically."""
+"""The ablation study's plan: its settings, arms and runs in priority order, and its committed files (one JSON
+per finished run, study.json with the settings fixed at the first start), written atomically."""
 
 from __future__ import annotations
 
@@ -101,9 +101,9 @@ def sweep_runs(seed: int, steps: int) -> list[Run]:
 
 def plan(s: Settings) -> list[Run]:
     """Every run of the study, most important first: Lite, +WG and SD on textures seed by seed, then +spatial
-    and +freq, one seed of the sweeps, Lite / +WG / SD on colour photos, SD with λ_f = 1 and SD with the paper's ω
-    (the follow-ups the first sweep seed pointed to) on textures, the rest of the 2×2×2 grid (taken while another process trains the photos teacher), a second
-    sweep seed, extra seeds."""
+    and +freq, one seed of the sweeps, Lite / +WG / SD on colour photos, SD with λ_f = 1 and SD with the
+    paper's ω (the follow-ups the first sweep seed pointed to) on textures, the rest of the 2×2×2 grid (taken
+    while another process trains the photos teacher), a second sweep seed, extra seeds."""
     seeds = range(s.seeds)
     runs = [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in HEADLINE]
     runs += [arm_run("textures", arm, seed, s.steps) for seed in seeds for arm in CORE if arm not in HEADLINE]

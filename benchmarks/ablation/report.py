@@ -1,5 +1,5 @@
-"""The ablation study's results page, benchmarks/results/ablation/README.md: tables per data set, plots, links to
-the sample grids — rebuilt from the committed per-run JSONs after every run (`--report-only` on demand)."""
+"""The ablation study's results page, benchmarks/results/ablation/README.md: tables per data set, plots, links
+to the sample grids — rebuilt from the committed per-run JSONs after every run (`--report-only` on demand)."""
 
 from __future__ import annotations
 

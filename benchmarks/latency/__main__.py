@@ -1,4 +1,5 @@
-"""`python -m benchmarks.latency`: the flags, the timing run and its result files (see benchmarks/latency/)."""
+"""`python -m benchmarks.latency`: the flags, the timing run and its result files (see
+benchmarks/latency/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Colour of image sets: how far the pixels lie from grey, for samples that drift to grey or to a colour cast."""
+"""How far images lie from grey (chroma), for samples that drift to grey or to a colour cast."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The toy's denoiser: an MLP [x_t, t/T] (41) → M → 40 with tanh predicting ε, trained with Adam on the training
-noise schedule, and DDPM ancestral sampling from pure noise."""
+"""The toy's denoiser: an MLP [x_t, t/T] (41) → M → 40 with tanh predicting ε, trained with Adam on the
+training noise schedule, and DDPM ancestral sampling from pure noise."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""One toy run: train a width, sample it and measure per α what the samples kept — the share of samples nearest to
-each clean signal (which α they "chose"), the share whose dominant frequency (argmax of |rFFT|, DC excluded) is α,
-their MSE to the clean signal, the power kept at α — and the network's score error against the true score."""
+"""One toy run: train a width, sample it and measure per α what the samples kept — the share of samples
+nearest to each clean signal (which α they "chose"), the share whose dominant frequency (argmax of |rFFT|, DC
+excluded) is α, their MSE to the clean signal, the power kept at α — and the network's score error against the
+true score."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def measure(samples: Tensor, alphas: tuple[int, ...] = ALPHAS) -> list[dict]:
 
 
 def toy_experiment(cfg: ToyConfig, progress: Callable[[int, float], None] | None = None) -> dict:
-    """Train, sample and measure one hidden width; returns config, loss curve, the per-α table (with the data's
-    π and the score error) and the score along the slice between the most common and the rarest pattern."""
+    """Train, sample and measure one hidden width; returns config, loss curve, the per-α table (with the
+    data's π and the score error) and the score along the slice between the most common and the rarest
+    pattern."""
     model, losses = train_toy(cfg, progress)
     samples = sample_toy(model, cfg.samples, cfg.sampling_steps, seed=cfg.seed + 1)
     weights = mixture_weights(cfg.tail, cfg.rare)

@@ -1,5 +1,5 @@
-"""The toy's report: four panels (data π vs generated shares, the score slice, the score error, the samples' MSE)
-and a Markdown table, one column group per width."""
+"""The toy's report: four panels (data π vs generated shares, the score slice, the score error, the samples'
+MSE) and a Markdown table, one column group per width."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from slimdiff.reporting.plots import figure, save
 
 
 def plot_toy(results: dict[str, dict], path: str | Path) -> Path:
-    """Four panels: data π vs generated shares per α; the score slice (true vs each width, density shaded); the
-    score error per α; the samples' MSE to their clean signal per α."""
+    """Four panels: data π vs generated shares per α; the score slice (true vs each width, density shaded);
+    the score error per α; the samples' MSE to their clean signal per α."""
     fig, (ax_pi, ax_slice, ax_score, ax_mse) = figure(width=15.0, height=3.4, ncols=4)
     first = next(iter(results.values()))
     alphas = [r["alpha"] for r in first["rows"]]

@@ -1,14 +1,15 @@
 """The toy's exact score: the true score of the long-tailed mixture against the networks' estimates.
 
-The data are point masses μ_k with weights π_k, so q(x_t) = Σ_k π_k N(√ᾱ μ_k, (1 − ᾱ) I) and its score is exact:
+The data are point masses μ_k with weights π_k, so q(x_t) = Σ_k π_k N(√ᾱ μ_k, (1 − ᾱ) I) and its score
+is exact:
 
     ∇ log q(x_t) = −ε*(x_t) / √(1 − ᾱ),   ε*(x_t) = (x_t − √ᾱ E[x0 | x_t]) / √(1 − ᾱ),
     E[x0 | x_t] = Σ_k w_k μ_k,   w = softmax_k(log π_k − ‖x_t − √ᾱ μ_k‖² / (2(1 − ᾱ))).
 
 A network predicting ε estimates the score as −ε̂/√(1 − ᾱ); its *score error* on a pattern is the excess
-ε-error E‖ε̂ − ε*‖² / 40 on x_t drawn from that pattern, averaged over timesteps — the part of the ε-loss that a
-perfect network would not have. The slice shows both scores along the line from the most common to the rarest
-pattern, projected on that line, with the density of x_t there.
+ε-error E‖ε̂ − ε*‖² / 40 on x_t drawn from that pattern, averaged over timesteps — the part of the ε-loss that
+a perfect network would not have. The slice shows both scores along the line from the most common to the
+rarest pattern, projected on that line, with the density of x_t there.
 """
 
 from __future__ import annotations

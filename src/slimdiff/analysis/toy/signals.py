@@ -1,4 +1,4 @@
-"""The toy's data: 40-sample cosines cos(α·2πx), one per α, drawn with long-tailed weights π ∝ rank^(−tail)."""
+"""The toy's data: cosines cos(α·2πx) on 40 points, one per α, drawn with weights π ∝ rank^(−tail)."""
 
 from __future__ import annotations
 
