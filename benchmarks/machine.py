@@ -1,4 +1,4 @@
-"""What every benchmark shares: interleaved timing, and a result file with the command, the machine, the date."""
+"""What every benchmark shares: interleaved timing; result files with the command, machine and date."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def describe_machine() -> str:
 def write_result(name: str, body: str, machine: str | None = None) -> Path:
     """Write benchmarks/results/<name>.md with the exact command, the machine and the date."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]])
+    # `python -m benchmarks.x` runs x (a module) or x/__main__.py (a package): name x either way
+    spec = sys.modules["__main__"].__spec__
+    module = spec.name.removesuffix(".__main__") if spec else "benchmarks." + Path(sys.argv[0]).stem
+    command = " ".join(["python -m " + module, *sys.argv[1:]])
     header = (
         f"# {name}\n\n"
         f"- command: `{command}`\n"
@@ -45,15 +48,18 @@ def write_result(name: str, body: str, machine: str | None = None) -> Path:
     return path
 
 
-def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def interleaved_medians(
+    variants: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
     """Median seconds per call of each variant, after one warm-up call each, timed in interleaved rounds so
-    that load from other processes hits every variant alike."""
+    that load from other processes hits every variant alike. `clock`: wall time, or `time.process_time` for
+    the process's CPU time."""
     for fn in variants.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}

@@ -28,6 +28,7 @@ from benchmarks.machine import describe_machine, write_result
 from slimdiff.config import Config, DataConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
 from slimdiff.diffusion import add_noise, training_scheduler
+from slimdiff.metrics.colour import chroma_rms
 from slimdiff.metrics.eps_spectrum import eps_error_spectrum
 from slimdiff.metrics.spectrum import spectrum_error
 from slimdiff.metrics.swd import swd
@@ -50,11 +51,6 @@ EXTRA_SAMPLERS = {"DDIM-50 η=0.5": (50, 0.5), "DDIM-100 η=1": (100, 1.0), "DDI
 CHOICE_VARIANTS = ("teacher", "after (4 groups + zero-init)", "after + symmetric gates")
 RENAMED = {"DDIM η=0": "DDIM-50 η=0", "DDIM η=1": "DDIM-50 η=1"}  # records written by the first version
 COLOUR_VERSION = 2  # version 1 divided by the images but not by the pixels (values 1024× too large)
-
-
-def chroma_rms(images: torch.Tensor) -> float:
-    """RMS distance of every pixel from its grey value (mean over channels): 0 for grey images."""
-    return (images - images.mean(dim=1, keepdim=True)).square().mean().sqrt().item()
 
 
 @torch.no_grad()

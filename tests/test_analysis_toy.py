@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from slimdiff.analysis.toy import ALPHAS, LENGTH, ToyConfig, measure, mlp, sample_toy, signals, toy_experiment
+from slimdiff.analysis.toy.denoiser import ToyConfig, mlp, sample_toy
+from slimdiff.analysis.toy.experiment import measure, toy_experiment
+from slimdiff.analysis.toy.signals import ALPHAS, LENGTH, signals
 
 
 def test_signals_are_cosines_with_alpha_cycles():

@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from slimdiff.data.datasets import DataError, load_images, make_dataset, to_tensor
+from slimdiff.data.datasets import load_images, make_dataset
+from slimdiff.data.transforms import to_tensor
+from slimdiff.errors import DataError
 
 
 def test_to_tensor_values_and_modes():

@@ -11,8 +11,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from slimdiff.analysis.blur import blur_sensitivity
-from slimdiff.analysis.toy import ALPHAS, LENGTH, ToyConfig, mixture_weights, signals, toy_experiment
-from slimdiff.analysis.toy_score import _log_terms, optimal_eps, plot_toy, score_error, score_slice, toy_table
+from slimdiff.analysis.toy.denoiser import ToyConfig
+from slimdiff.analysis.toy.experiment import toy_experiment
+from slimdiff.analysis.toy.report import plot_toy, toy_table
+from slimdiff.analysis.toy.score import _log_terms, optimal_eps, score_error, score_slice
+from slimdiff.analysis.toy.signals import ALPHAS, LENGTH, mixture_weights, signals
 from slimdiff.cli import app
 from slimdiff.diffusion import training_scheduler
 

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from slimdiff.config import DISTILL_POSITIONS, Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.errors import ConfigError
+from slimdiff.metrics.colour import chroma_rms
 from slimdiff.metrics.eps_spectrum import plot_eps_spectrum
 from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
 from slimdiff.metrics.spectrum import plot_spectra
@@ -91,11 +92,6 @@ def _teacher(settings: DemoSettings, console: Console) -> Path:
     shutil.rmtree(run, ignore_errors=True)  # an interrupted earlier attempt
     train(_run_config("tiny-teacher", settings.teacher_steps, settings.batch_size, run))
     return run / "model"
-
-
-def chroma_rms(images) -> float:
-    """RMS distance of every pixel from its own grey value (the mean over channels): 0 for grey images."""
-    return (images - images.mean(dim=1, keepdim=True)).square().mean().sqrt().item()
 
 
 def student_checks(metrics: dict, factor: float = 2.0) -> dict:

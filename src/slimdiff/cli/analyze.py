@@ -102,8 +102,9 @@ def toy(
 ) -> None:
     """The toy experiment: long-tailed cos(α·2πx) signals, an MLP 41 → M → 40 per width M; per-α samples and
     score error against the true score of the mixture."""
-    from slimdiff.analysis.toy import ToyConfig, toy_experiment
-    from slimdiff.analysis.toy_score import plot_toy, toy_table
+    from slimdiff.analysis.toy.denoiser import ToyConfig
+    from slimdiff.analysis.toy.experiment import toy_experiment
+    from slimdiff.analysis.toy.report import plot_toy, toy_table
     from slimdiff.metrics.complexity import torch_threads
 
     configs = []

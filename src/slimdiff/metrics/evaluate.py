@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from slimdiff.data.datasets import held_out_images, load_images
+from slimdiff.data.image_files import image_files
 from slimdiff.errors import ConfigError, DataError, SlimdiffError
 from slimdiff.metrics.conditional import (
     class_labelled_real,
@@ -26,7 +27,7 @@ from slimdiff.metrics.conditional import (
 from slimdiff.metrics.protocols import Protocol, get_protocol
 from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
 from slimdiff.metrics.summary import summary
-from slimdiff.metrics.targets import image_files, image_folder_target, is_model, model_target
+from slimdiff.metrics.targets import image_folder_target, is_model, model_target
 from slimdiff.models.inputs import condition_input
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate

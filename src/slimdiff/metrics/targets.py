@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from slimdiff.data.datasets import IMAGE_SUFFIXES, make_dataset
+from slimdiff.data.datasets import make_dataset
+from slimdiff.data.image_files import IMAGE_SUFFIXES, image_files
 from slimdiff.errors import ConfigError, DataError
 from slimdiff.metrics.conditional import model_classes
 from slimdiff.metrics.protocols import Protocol
@@ -24,11 +25,6 @@ def is_model(target: str) -> bool:
         return True  # a hub id; load_pipeline says so clearly if it is not one
     markers = ("model_index.json", "config.json", "unet/config.json", "model/model_index.json")  # last: a run
     return any((p / name).is_file() for name in markers)
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files under `folder`, sorted."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def model_target(

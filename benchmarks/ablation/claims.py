@@ -1,4 +1,4 @@
-"""Which worker of the ablation study (`benchmarks/ablation.py`) does what: one claim file per run or teacher in
+"""Which worker of the ablation study (`benchmarks/ablation/`) does what: one claim file per run or teacher in
 outputs/ablation/claims/, held with an advisory lock (flock) while its process lives.
 
 The kernel drops a process's locks when it dies however it dies, so a crashed or killed worker's claims are free

@@ -1,5 +1,4 @@
-"""Training and evaluation of one run of the ablation study (`benchmarks/ablation.py`); the results page is
-`ablation_readme`.
+"""Training and evaluation of one run of the ablation study (`benchmarks/ablation/`).
 
 Evaluation of a run, all from fixed seeds so every run sees the same inputs:
 - ε-error spectrum on `eps_images` held-out crops × 10 timestep buckets, against the true ε and against the
@@ -19,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.ablation import DATA, Run, Settings, write_json
-from benchmarks.ablation_claims import claim, exclusive, release, teacher_training
+from benchmarks.ablation.claims import claim, exclusive, release, teacher_training
+from benchmarks.ablation.plan import DATA, Run, Settings, write_json
 from benchmarks.machine import describe_machine
 from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainConfig
 from slimdiff.data.datasets import held_out_images
 from slimdiff.diffusion import training_scheduler
+from slimdiff.metrics.colour import chroma_rms
 from slimdiff.metrics.complexity import torch_threads
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum
 from slimdiff.metrics.spectrum import radial_power_spectrum, spectrum_error
@@ -183,12 +183,11 @@ class Context:
         if grid:  # committed: seed 0 of each arm and the teachers
             save_grid(fake[:64], self.results / "grids" / f"{name}.png", nrow=8, upscale=2)
         radii, power = radial_power_spectrum(fake)
-        chroma = (fake - fake.mean(dim=1, keepdim=True)).square().mean().sqrt().item()
         return {
             "metrics": {
                 "swd": swd(self.real, fake, seed=s.eval_seed),
                 "spectrum": spectrum_error(self.real, fake),
-                "chroma_rms": chroma,
+                "chroma_rms": chroma_rms(fake),
             },
             "radii": radii.tolist(),
             "samples_power": power.tolist(),

@@ -1,4 +1,5 @@
-"""The Markdown of `benchmarks/latency.py`: whole-path seconds per image composed from the timed parts."""
+"""The Markdown of `python -m benchmarks.latency`: whole-path seconds per image composed from the timed
+parts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The ablation study's results page, benchmarks/results/ablation/README.md: tables per data set, plots, links to
-the sample grids — rebuilt from the committed per-run JSONs after every run (`--report-only` on demand)."""
+"""The ablation study's results page, benchmarks/results/ablation/README.md: tables per data set, plots, links
+to the sample grids — rebuilt from the committed per-run JSONs after every run (`--report-only` on demand)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import ablation_report as report
-from benchmarks.ablation import ARMS, Run, Settings, write_text
+from benchmarks.ablation import stats
+from benchmarks.ablation.plan import ARMS, Run, Settings, write_text
+from benchmarks.ablation.plots import plot_study
 from benchmarks.machine import describe_machine
 
 
@@ -45,21 +46,21 @@ def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
             continue
         teacher = teachers.get(group)
         lines += [f"## {group} ({s.steps} steps per student)", ""]
-        lines += report.arm_table(chosen, arms, teacher) + [""]
-        lines += report.paired_table(chosen, arms, teacher) + [""]
+        lines += stats.arm_table(chosen, arms, teacher) + [""]
+        lines += stats.paired_table(chosen, arms, teacher) + [""]
         lines += ["The paper's ordering beside ours (share of the Lite → teacher gap each arm closes):", ""]
-        paper_metrics = {k: report.METRICS[k] for k in ("swd.mean", "eps_teacher.low", "eps_teacher.high")}
-        lines += report.paper_table(chosen, teacher, paper_metrics) + [""]
+        paper_metrics = {k: stats.METRICS[k] for k in ("swd.mean", "eps_teacher.low", "eps_teacher.high")}
+        lines += stats.paper_table(chosen, teacher, paper_metrics) + [""]
         lines += ["High-band ε-error against the teacher per timestep bucket (mean over seeds):", ""]
-        lines += report.bucket_table(chosen, arms) + [""]
-        buckets = report.bucket_metrics(chosen)
+        lines += stats.bucket_table(chosen, arms) + [""]
+        buckets = stats.bucket_metrics(chosen)
         lines += [
             "The same, paired difference to Lite per bucket [95% t-interval] (share of Lite's value):",
             "",
         ]
-        lines += report.paired_table(chosen, arms, teacher, metrics=buckets) + [""]
+        lines += stats.paired_table(chosen, arms, teacher, metrics=buckets) + [""]
         real = teacher.get("real") if teacher else None
-        plots = report.plot_study(chosen, arms, teacher, real, results / group)
+        plots = plot_study(chosen, arms, teacher, real, results / group)
         lines += [f"![{p.stem}]({group}/{p.name})" for p in plots] + [""]
         lines += [
             "Sample grids (seed 0): "
@@ -76,8 +77,8 @@ def rebuild_report(s: Settings, runs: list[Run], results: Path) -> Path:
     if sweep:
         names = list(dict.fromkeys(r.arm for r in runs if r.group == "sweep"))  # the plan's order
         lines += [f"## Sweeps ({s.sweep_steps} steps, tiny-sd, textures; base = WG without teacher)", ""]
-        lines += report.arm_table(sweep, names, teachers.get("textures")) + [""]
-        lines += report.paired_table(sweep, names, teachers.get("textures"), base="WG, no teacher") + [""]
+        lines += stats.arm_table(sweep, names, teachers.get("textures")) + [""]
+        lines += stats.paired_table(sweep, names, teachers.get("textures"), base="WG, no teacher") + [""]
     path = results / "README.md"
     write_text(path, "\n".join(lines) + "\n")
     return path

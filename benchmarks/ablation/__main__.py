@@ -1,0 +1,5 @@
+"""`python -m benchmarks.ablation`: see benchmarks/ablation/__init__.py."""
+
+from benchmarks.ablation.cli import main
+
+main()

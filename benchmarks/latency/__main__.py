@@ -1,0 +1,127 @@
+"""`python -m benchmarks.latency`: the flags, the timing run and its result files (see
+benchmarks/latency/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import latency
+from benchmarks.latency.parts import (
+    HEAVY,
+    MODELS,
+    build,
+    decoder_call,
+    end_to_end,
+    rss_child,
+    solver_overhead,
+    unet_call,
+)
+from benchmarks.latency.report import report
+from benchmarks.machine import RESULTS, describe_machine, interleaved_medians, write_result
+
+# wall time, or the process's CPU time: with one thread, what a call costs on an idle core whatever else the
+# shared machine runs (memory-bandwidth and cache contention still count)
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description=latency.__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--work", type=Path, default=Path("outputs/latency"))
+    parser.add_argument(
+        "--heavy-max-batch", type=int, default=8, help="time LDM and the full decoder only up to this batch"
+    )
+    parser.add_argument("--clock", choices=CLOCK, default="wall", help="wall time, or the process's CPU time")
+    parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.rss_child:
+        rss_child(args.rss_child, args.work)
+        return
+    clock = CLOCK[args.clock]
+    result_name = "latency" if args.clock == "wall" else "latency_cpu"
+
+    parts = build(args.work, MODELS)
+    timings: dict = {"unet": {}, "decoder": {}, "solver": {}, "end_to_end": {}, "rss": {}}
+    with torch.no_grad():
+        for batch in args.batches:
+            heavy = batch <= args.heavy_max_batch  # LDM and the full decoder: minutes per call at batch 8
+            keys = [k for k in parts if heavy or k[0] not in HEAVY]
+            unets = {"|".join(k): unet_call(parts[k], batch) for k in keys if k[0] in MODELS}
+            decoders = {"|".join(k): decoder_call(parts[k], batch) for k in keys if k[0] not in MODELS}
+            rounds = args.rounds if batch == 1 else max(1, args.rounds - 1)
+            print(f"batch {batch}: timing {len(unets)} UNets and {len(decoders)} decoders", flush=True)
+            timings["unet"][batch] = interleaved_medians(unets, rounds, clock)
+            timings["decoder"][batch] = interleaved_medians(decoders, rounds, clock)
+            if not heavy:  # per image as at batch 1, times the batch (marked in the report)
+                for part in ("unet", "decoder"):
+                    for key, value in timings[part][args.batches[0]].items():
+                        if key.split("|")[0] in HEAVY:
+                            timings[part][batch][key] = value * batch
+                timings.setdefault("from_batch_1", []).append(batch)
+            timings["solver"][batch] = {
+                s: solver_overhead(s, 10, batch, clock) for s in ("ddim", "dpm++", "unipc")
+            }
+            print(json.dumps({k: timings[k][batch] for k in ("unet", "decoder")}, indent=1), flush=True)
+        checks = [
+            (("SD-f4", "ort", "fp32"), ("slim", "ort", "fp32"), "dpm++", 10),
+            (("SD-f4", "ort", "int8"), ("slim", "ort", "int8"), "unipc", 10),
+            (("SD-f4", "torch", "fp32"), ("full VQ-f4", "torch", "fp32"), "dpm++", 20),
+        ]
+        for unet_key, decoder_key, sampler, steps in checks:
+            name = f"{'|'.join(unet_key)} + {'|'.join(decoder_key)} {sampler}-{steps}"
+            timings["end_to_end"][name] = end_to_end(parts, unet_key, decoder_key, sampler, steps, 1, clock)
+            print(name, timings["end_to_end"][name], flush=True)
+    del parts
+    for config in (
+        ()
+        if args.clock == "cpu"
+        else (
+            "SD-f4|ort|fp32|slim|ort|fp32|10",
+            "SD-f4|torch|fp32|full VQ-f4|torch|fp32|20",
+            "LDM-f4|torch|fp32|full VQ-f4|torch|fp32|2",
+        )
+    ):
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.latency",
+                "--rss-child",
+                config,
+                "--work",
+                str(args.work),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        timings["rss"][config] = json.loads(lines[-1]) if lines else {"error": child.stderr[-300:]}
+        print(config, timings["rss"][config], flush=True)
+    machine = describe_machine()
+    timings["clock"] = args.clock
+    (RESULTS / f"{result_name}.json").write_text(
+        json.dumps({"machine": machine, "threads": args.threads, **timings}, indent=2, default=str)
+    )
+    print(write_result(result_name, report(timings, args.threads), machine))
+
+
+if __name__ == "__main__":
+    main()
