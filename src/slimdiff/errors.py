@@ -10,6 +10,19 @@ import os
 import tempfile
 from pathlib import Path
 
+from safetensors import SafetensorError
+
+# What writing raises when the disk is full or read-only: safetensors reports its I/O errors as its own type.
+WRITE_ERRORS = (OSError, SafetensorError)
+
+
+def write_failure(error: Exception) -> str:
+    """The reason a write failed, in a few words ("No space left on device")."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.split("I/O error: ")[-1]
+
 
 class SlimdiffError(ValueError):
     """A problem the user can fix (a setting, a path, a data source); exit code 2 on the command line."""
