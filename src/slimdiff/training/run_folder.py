@@ -53,7 +53,8 @@ def check_resume_config(run_dir: Path, config: Config) -> None:
             continue
         allowed = ", ".join(sorted(RESUMABLE_CHANGES))
         raise TrainingError(
-            f"cannot resume: {key} was {saved.get(key)!r} when the run started, now {asked.get(key)!r}; "
+            f"cannot resume: {key} was {saved.get(key)!r} when the run started ({saved_path}), "
+            f"now {asked.get(key)!r}; "
             f"a resume may change only {allowed} (start a new run.dir for other settings)"
         )
 
