@@ -14,6 +14,18 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+# What writing raises when the disk is full or read-only: safetensors reports its I/O errors as its own type.
+WRITE_ERRORS = (OSError, SafetensorError)
+
+
+def write_failure(error: Exception) -> str:
+    """The reason a write failed, in a few words ("No space left on device")."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.split("I/O error: ")[-1]
+
+
 # What diffusers, transformers, huggingface_hub, safetensors and json raise for a model they cannot read: missing
 # files and hub failures (OSError), damaged weights (SafetensorError, which diffusers re-raises as OSError), a
 # config that is not JSON or does not fit the class (ValueError), a config value of the wrong type (TypeError,

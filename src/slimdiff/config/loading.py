@@ -2,7 +2,9 @@
 starts.
 
 An unknown or misspelled key is an error naming the key and the closest valid one; values are type-checked
-here and range-checked by their section (`config.sections`). A command that needs more settings subclasses
+here and range-checked by their section (`config.sections`). YAML is read by `parse_yaml`, which refuses what
+a hostile file could use before anything is expanded: aliases of lists or mappings (a few hundred bytes of
+nested aliases expand to gigabytes) and duplicate keys (YAML would silently keep the last). A command that needs more settings subclasses
 `Config` and adds one section; `load_config(path, cls=MyConfig)` then validates it too.
 """
 
@@ -18,6 +20,60 @@ import yaml
 
 from slimdiff.config.sections import Config, check, plain, suggest
 from slimdiff.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load's loader that refuses aliases of collections and duplicate keys."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and not isinstance(target, yaml.ScalarNode):
+                raise ConfigError(
+                    f"line {event.start_mark.line + 1}: the alias *{event.anchor} stands for a list or mapping; "
+                    "slimdiff configs allow aliases of plain values only (write the settings out)"
+                )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: the key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str):
+    """The value a YAML text holds, read with `_StrictLoader`; `where` names it in the one-line errors."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 — a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(f"{where}, {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where} is not valid YAML: {str(error).splitlines()[0]}") from None
+
+
+def read_config_file(path: Path) -> dict:
+    """The settings mapping of a YAML config file, with one line for each way the file can be unusable."""
+    check(path.exists(), f"config file {path} does not exist")
+    check(not path.is_dir(), f"config file {path} is a folder; pass a YAML file (e.g. configs/tiny.yaml)")
+    size = path.stat().st_size
+    check(size <= MAX_CONFIG_BYTES, f"config file {path} is {size} bytes; a config is at most 1 MiB")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    data = parse_yaml(text, str(path))
+    check(data is not None, f"config file {path} is empty; write its settings (see configs/tiny.yaml)")
+    check(isinstance(data, dict), f"{path} must hold a mapping of settings at the top level")
+    return data
 
 
 def _coerce(value, hint, where: str):
@@ -86,22 +142,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             check(isinstance(node, dict), f"override {item!r}: {part} is not a section")
         try:
-            node[leaf] = yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            first = str(error).splitlines()[0]
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it") from None
+            node[leaf] = parse_yaml(raw, f"override {item!r}")
+        except ConfigError as error:
+            raise ConfigError(f"{error}; quote the value") from None
     return data
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), cls: type[Config] = Config) -> Config:
     """The validated config from a YAML file (None: the defaults) with `overrides` applied."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        check(path.is_file(), f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-        check(isinstance(data, dict), f"{path} must hold a mapping of settings at the top level")
+    data = read_config_file(Path(path)) if path is not None else {}
     return from_dict(cls, apply_overrides(data, list(overrides)))

@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from slimdiff.errors import TrainingError
+from slimdiff.errors import WRITE_ERRORS, TrainingError, write_failure
 from slimdiff.training.run import TrainingRun
 from slimdiff.training.run_outputs import ema_unet
 from slimdiff.training.state_files import optimizer_from_files, optimizer_to_files, rng_state, set_rng_state
@@ -80,11 +80,49 @@ def read_checkpoint(path: Path, process: int) -> dict:
     }
 
 
-def _read_first_intact(paths: list[Path], process: int) -> tuple[Path, dict]:
+def _same_shape(saved, template) -> bool:
+    """Whether JSON state read back has the structure the run would write: the template's keys (extra ones
+    allowed), list lengths and value kinds; None in the template accepts anything."""
+    if template is None:
+        return True
+    if isinstance(template, dict):
+        return isinstance(saved, dict) and all(
+            key in saved and _same_shape(saved[key], value) for key, value in template.items()
+        )
+    if isinstance(template, list | tuple):
+        return (
+            isinstance(saved, list)
+            and len(saved) == len(template)
+            and all(_same_shape(a, b) for a, b in zip(saved, template, strict=True))
+        )
+    if isinstance(template, bool):
+        return isinstance(saved, bool)
+    if isinstance(template, int | float):
+        return isinstance(saved, int | float) and not isinstance(saved, bool)
+    return isinstance(saved, type(template))
+
+
+def _state_templates(run: TrainingRun) -> dict:
+    """What each JSON state file of a checkpoint of this run looks like (see `_write`)."""
+    return {
+        "lr_schedule": run.lr_schedule.state_dict(),
+        "ema_counters": {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"},
+        "state": {"step": 0, "micro_step": 0, "processes": 1, "grad_accum": 1, "model": ""},
+        "rng": {key: value for key, value in rng_state().items() if key != "cuda"},
+    }
+
+
+def _read_first_intact(paths: list[Path], process: int, templates: dict) -> tuple[Path, dict]:
     skipped = []
     for path in paths:
         try:
-            return path, read_checkpoint(path, process)
+            saved = read_checkpoint(path, process)
+            for name, template in templates.items():
+                if saved[name] is not None and not _same_shape(saved[name], template):
+                    raise ValueError(f"its {name} state file does not hold what a checkpoint writes there")
+            if saved["state"]["step"] < 0:
+                raise ValueError(f"state.json holds step {saved['state']['step']}")
+            return path, saved
         except _DAMAGE as error:
             skipped.append(
                 f"{path.name} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
@@ -97,7 +135,7 @@ def restore_checkpoint(run: TrainingRun, paths: list[Path]) -> Path:
     """Load the first intact checkpoint of `paths` into the run (weights, objective, optimiser, lr schedule,
     EMA, RNG, step). Nothing is written: a refused resume leaves the run folder as it was."""
     accelerator = run.accelerator
-    path, saved = _read_first_intact(paths, accelerator.process_index)
+    path, saved = _read_first_intact(paths, accelerator.process_index, _state_templates(run))
     try:
         if saved["state"]["model"] != run.config.model:
             raise ValueError(
@@ -197,12 +235,12 @@ def save_checkpoint(run: TrainingRun) -> Path:
             _write(tmp, run)
             final = _publish(tmp, run.step, run.config.run.keep_checkpoints)
             run.log(f"checkpoint {final}")
-    except OSError as error:
+    except WRITE_ERRORS as error:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = list_checkpoints(folder)
         last = f"the last good checkpoint {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
         raise TrainingError(
-            f"could not write the checkpoint of step {run.step} to {folder}: {error.strerror or error}; {last}"
+            f"could not write the checkpoint of step {run.step} to {folder}: {write_failure(error)}; {last}"
         ) from None
     accelerator.wait_for_everyone()
     return final or folder / checkpoint_name(run.step)

@@ -29,6 +29,7 @@ from slimdiff.training.checkpoint import candidates, list_checkpoints, restore_c
 from slimdiff.training.conditioning import split_batch
 from slimdiff.training.objectives import Objective, Terms
 from slimdiff.training.run import TrainingRun, build_run
+from slimdiff.training.run_folder import check_resume_config, hold_run_folder
 from slimdiff.training.run_outputs import RunLog, ScalarWindow, export_model, write_samples
 
 
@@ -117,6 +118,8 @@ def train(
         raise TrainingError(
             f"{run_dir} already holds checkpoints; pass --resume latest to continue it, or choose another run.dir"
         )
+    if resume is not None:
+        check_resume_config(run_dir, config)
     accelerator = Accelerator(
         # Launched as several processes on a machine without GPUs (torchrun / accelerate launch --multi_gpu):
         # accelerate only sets up gloo across CPU processes when told to stay on the CPU.
@@ -130,12 +133,23 @@ def train(
     run = build_run(config, accelerator, log, make_objective)
     if resume_from is not None:
         log(f"resumed from {restore_checkpoint(run, resume_from)} at step {run.step}")
-    # Validated: only now does the run folder change.
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
-        if run.class_names:
-            (run_dir / "class_names.json").write_text(json.dumps(run.class_names))
+    # Validated: only now does the run folder change, and only by the process that holds it.
+    with hold_run_folder(run_dir) if main else contextlib.nullcontext():
+        if main:
+            (run_dir / "config.yaml").write_text(config.to_yaml())
+            if run.class_names:
+                (run_dir / "class_names.json").write_text(json.dumps(run.class_names))
+        _loop(run, config, progress)
+    return run_dir
+
+
+def _loop(run: TrainingRun, config: Config, progress: bool) -> None:
+    """Steps from `run.step` to `train.steps`: forward/backward, optimiser, logs, samples, checkpoints, and at
+    the end the model folder."""
+    from tqdm.auto import tqdm
+
+    accelerator, log, tc, run_dir = run.accelerator, run.log, config.train, run.run_dir
+    main = accelerator.is_main_process
     log.start()
     sampler = StepSampler(
         len(run.data),
@@ -214,4 +228,3 @@ def train(
         log(f"model written to {run_dir / 'model'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return run_dir

@@ -12,6 +12,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from slimdiff.errors import WRITE_ERRORS, TrainingError, write_failure
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
@@ -113,12 +114,19 @@ def export_model(
     a text model's tokenizer/ and text_encoder/, a class model's class_names.json."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _pipeline(ema_unet(unet, ema), vae, scheduler).save_pretrained(str(tmp), safe_serialization=True)
-    encoder = getattr(conditioner, "text_encoder", None)
-    if encoder is not None:
-        encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        encoder.model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
-    if class_names:
-        (tmp / "class_names.json").write_text(json.dumps(class_names))
+    try:
+        _pipeline(ema_unet(unet, ema), vae, scheduler).save_pretrained(str(tmp), safe_serialization=True)
+        encoder = getattr(conditioner, "text_encoder", None)
+        if encoder is not None:
+            encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            encoder.model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
+        if class_names:
+            (tmp / "class_names.json").write_text(json.dumps(class_names))
+    except WRITE_ERRORS as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(
+            f"could not write the model to {folder}: {write_failure(error)}; the last checkpoint is intact — "
+            "free space and run again with --resume latest to write it"
+        ) from None
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
