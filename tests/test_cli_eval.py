@@ -153,7 +153,7 @@ def test_user_mistakes_on_targets_and_data_are_one_line(image_dir, tmp_path):
     missing = _run(tmp_path / "nothing" / "here", "--metrics", "macs")
     assert missing.exit_code == 2 and "is neither a model folder nor a hub id" in missing.output
     no_size = _run(image_dir, "--data", image_dir, "--metrics", "swd", "--out", tmp_path / "no-size")
-    assert no_size.exit_code == 0 and "--size 16, read from the first image" in no_size.output
+    assert no_size.exit_code == 0 and "--size 16, read from the images" in no_size.output
     assert json.loads((tmp_path / "no-size" / "config.json").read_text())["size"] == 16
     too_many = _run(
         image_dir,
@@ -171,3 +171,17 @@ def test_user_mistakes_on_targets_and_data_are_one_line(image_dir, tmp_path):
         tmp_path,
     )
     assert too_many.exit_code == 2 and "fewer than the 50 requested" in too_many.output
+
+
+def test_a_folder_of_mixed_sizes_asks_for_a_size_instead_of_taking_the_first(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    Image.new("RGB", (32, 32)).save(folder / "b.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    result = runner.invoke(
+        app,
+        ["eval", str(folder), "--data", "builtin:textures", "--metrics", "swd", "--out", str(tmp_path / "o")],
+    )
+    assert result.exit_code == 2 and "holds images of 2 sizes" in result.output and "--size" in result.output
+    assert "Traceback" not in result.output

@@ -121,3 +121,21 @@ def test_open_image_refuses_a_pixel_bomb_before_decoding(tmp_path):
     assert (tmp_path / "bomb.png").stat().st_size < 2**20
     with pytest.raises(DataError, match=r"over slimdiff's limit of 64 MP"):
         open_image(tmp_path / "bomb.png")
+
+
+def test_a_folder_skips_a_pixel_bomb_and_turns_exif_photos(tmp_path):
+    from slimdiff.data.transforms import MAX_PIXELS
+
+    side = int(MAX_PIXELS**0.5) + 16
+    Image.new("1", (side, side)).save(tmp_path / "bomb.png")
+    pixels = np.zeros((8, 16, 3), dtype=np.uint8)
+    pixels[:, :8] = 255  # left half white, 16 wide and 8 high
+    exif = Image.Exif()
+    exif[0x0112] = 8  # shown rotated 90° counter-clockwise: the white half ends at the bottom
+    Image.fromarray(pixels).save(tmp_path / "photo.png", exif=exif)
+    with pytest.warns(UserWarning, match="bomb.png"):
+        dataset = make_dataset(str(tmp_path), 8)
+    assert len(dataset) == 1 and len(dataset.skipped) == 1
+    image = dataset[0]
+    assert image.shape == (3, 8, 8)
+    assert image[:, -1].mean() > 0.9 and image[:, 0].mean() < -0.9  # bottom row white, top row black

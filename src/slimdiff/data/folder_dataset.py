@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from slimdiff.data.image_files import IMAGE_SUFFIXES, READ_ERRORS, SkippingDataset, image_files
+from slimdiff.data.transforms import check_pixel_limit, open_image
 from slimdiff.errors import DataError
 
 
@@ -31,6 +32,7 @@ class FolderDataset(SkippingDataset):
         for path in candidates:
             try:
                 with Image.open(path) as image:
+                    check_pixel_limit(image, str(path))
                     image.verify()
             except READ_ERRORS as error:
                 self._bad(str(path), error)
@@ -49,4 +51,4 @@ class FolderDataset(SkippingDataset):
         return str(self.paths[index])
 
     def _load(self, index: int) -> Image.Image:
-        return Image.open(self.paths[index])
+        return open_image(self.paths[index])

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from PIL import Image
 
 from slimdiff.data.image_files import SkippingDataset
+from slimdiff.data.transforms import open_image
 from slimdiff.errors import DataError
 
 
@@ -51,8 +51,8 @@ class HFDataset(SkippingDataset):
     def _load(self, index: int) -> Image.Image:
         item = self.column[index]
         if item.get("bytes") is not None:
-            return Image.open(io.BytesIO(item["bytes"]))
-        return Image.open(item["path"])
+            return open_image(item["bytes"])
+        return open_image(item["path"])
 
 
 def _image_feature(decode: bool):

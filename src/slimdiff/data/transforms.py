@@ -22,18 +22,25 @@ UPSCALE_WARNING = 4
 MAX_PIXELS = 64 * 2**20
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
-    """An image file (or its bytes) decoded upright: refused with a DataError above `MAX_PIXELS` before any
-    pixel is decoded (the size is in the header), and turned as its EXIF orientation says (camera photos)."""
-    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+def check_pixel_limit(image: Image.Image, name: str) -> None:
+    """Refuse an opened (not yet decoded) image over `MAX_PIXELS`: its size comes from the header."""
     width, height = image.size
     if width * height > MAX_PIXELS:
-        image.close()
-        name = "image" if isinstance(source, bytes) else str(source)
         raise DataError(
             f"{name} has {width}×{height} pixels, over slimdiff's limit of {MAX_PIXELS / 2**20:.0f} MP: "
             "downscale it"
         )
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """An image file (or its bytes) decoded upright: refused with a DataError above `MAX_PIXELS` before any
+    pixel is decoded (the size is in the header), and turned as its EXIF orientation says (camera photos)."""
+    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    try:
+        check_pixel_limit(image, "image" if isinstance(source, bytes) else str(source))
+    except DataError:
+        image.close()
+        raise
     with image:  # the upright copy is loaded; the file is closed here
         return ImageOps.exif_transpose(image)
 

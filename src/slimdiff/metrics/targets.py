@@ -9,7 +9,8 @@ from pathlib import Path
 from PIL import Image
 
 from slimdiff.data.datasets import make_dataset
-from slimdiff.data.image_files import IMAGE_SUFFIXES, image_files
+from slimdiff.data.image_files import IMAGE_SUFFIXES, READ_ERRORS, image_files
+from slimdiff.data.transforms import check_pixel_limit
 from slimdiff.errors import ConfigError, DataError
 from slimdiff.metrics.conditional import model_classes
 from slimdiff.metrics.protocols import Protocol
@@ -56,14 +57,14 @@ def model_target(
 def image_folder_target(
     target: str, size: int | None, n: int | None, protocol: Protocol
 ) -> tuple[int, int, list[str]]:
-    """(images to score, their side, notes) for a folder of images: the side read from the first image and
+    """(images to score, their side, notes) for a folder of images: the side all images share and
     all readable images up to the protocol's count unless given."""
     files, notes = image_files(Path(target)), []
     if not files:
         raise DataError(f"{target} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if size is None:
-        size = _first_image_side(files)
-        notes.append(f"--size {size}, read from the first image")
+        size = _common_side(target, files)
+        notes.append(f"--size {size}, read from the images")
     readable = _readable_count(target, size)
     if readable < len(files):
         notes.append(f"{len(files) - readable} unreadable file(s) skipped")
@@ -76,14 +77,26 @@ def image_folder_target(
     return n, size, notes
 
 
-def _first_image_side(files: list[Path]) -> int:
+def _common_side(target: str, files: list[Path]) -> int:
+    """The square side all readable images of a folder share (read from their headers); a folder of mixed
+    sizes is an error rather than a silent choice of one."""
+    sides: dict[int, Path] = {}
     for path in files:
         try:
             with Image.open(path) as image:
-                return min(image.size)
-        except OSError:
+                check_pixel_limit(image, str(path))
+                sides.setdefault(min(image.size), path)
+        except READ_ERRORS:
             continue
-    raise DataError("no readable image in the folder")
+    if not sides:
+        raise DataError(f"no readable image in {target}")
+    if len(sides) > 1:
+        examples = ", ".join(f"{side} ({path.name})" for side, path in sorted(sides.items())[:3])
+        raise DataError(
+            f"{target} holds images of {len(sides)} sizes (short sides {examples}); pass --size to resize "
+            "them all to one side"
+        )
+    return next(iter(sides))
 
 
 def _readable_count(folder: str, size: int) -> int:
