@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint fashion-mnist
+# Fashion-MNIST (the reference benchmark, its tests) comes from Debian's package, as the README says.
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,18 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slimdiff demo
 
-test: $(STAMP)
+# Installs Debian's dataset-fashion-mnist when it is missing and we are root; otherwise says how, in one line.
+fashion-mnist:
+	@if [ -z "$$SLIMDIFF_FASHION_MNIST" ] && [ ! -f $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist (or set SLIMDIFF_FASHION_MNIST)"; \
+	    exit 2; \
+	  fi; \
+	fi
+
+test: $(STAMP) fashion-mnist
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/pytest

@@ -18,7 +18,10 @@ PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteC
 def eval_command(
     target: str = typer.Argument(..., help="a model (pipeline or UNet folder, hub id) or a folder of images"),
     data: str | None = typer.Option(
-        None, "--data", help="real images: folder, HF dataset, builtin:photos|textures"
+        None,
+        "--data",
+        help="real images: folder, HF dataset, builtin:photos|textures|digits; FD-FMNIST and CAS compare with "
+        "builtin:fashion-mnist:test",
     ),
     metrics: str = typer.Option(
         ",".join(METRICS), "--metrics", help=f"comma-separated, from {','.join(METRICS)}"

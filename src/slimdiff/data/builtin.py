@@ -3,6 +3,8 @@
 - `builtin:photos`, `builtin:textures`: random square crops of scikit-image's images; with class labels,
   the source image is the class (textures: brick, grass, gravel).
 - `builtin:digits`: scikit-learn's 1797 8×8 handwritten digits (10 classes), resized to the training size.
+- `builtin:fashion-mnist` / `builtin:fashion-mnist:test`: Fashion-MNIST's train / test split (10 classes),
+  from Debian's `dataset-fashion-mnist` (see `slimdiff.data.fashion_mnist`).
 
 Item i depends only on (seed, i), so an epoch is reproducible in any order and across processes.
 """
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from slimdiff.data.fashion_mnist import FashionMNIST
 from slimdiff.errors import DataError
 
 # Images shipped inside scikit-image.
@@ -30,7 +33,7 @@ BUILTIN_IMAGES = {
     # Grayscale textures, rich in high frequencies — what slim models lose first.
     "textures": ("brick", "grass", "gravel"),
 }
-BUILTIN_SETS = (*BUILTIN_IMAGES, "digits")
+BUILTIN_SETS = (*BUILTIN_IMAGES, "digits", "fashion-mnist", "fashion-mnist:test")
 BUILTIN_LENGTH = 10_000  # crops per epoch of a built-in crop set unless `length` says otherwise
 
 
@@ -106,4 +109,7 @@ def builtin_dataset(
         )
     if kind == "digits":
         return BuiltinDigits(size, seed=seed, length=length, labelled=labelled)
+    if kind.startswith("fashion-mnist"):
+        split = "test" if kind.endswith(":test") else "train"
+        return FashionMNIST(size, split=split, seed=seed, length=length, labelled=labelled)
     return BuiltinCrops(kind, size, seed=seed, length=length, labelled=labelled)

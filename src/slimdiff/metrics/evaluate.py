@@ -35,7 +35,7 @@ from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 from slimdiff.sampling.solvers import SAMPLERS
 
 METRICS = tuple(RUNNERS)
-NEEDS_DATA = {"fid", "kid", "swd", "spectrum", "eps-spectrum"}
+NEEDS_DATA = {"fid", "kid", "swd", "spectrum", "eps-spectrum", "fd-fmnist", "cas"}
 NEEDS_SAMPLES = NEEDS_DATA - {"eps-spectrum"}
 DEFAULT_N = 1000
 
@@ -43,7 +43,7 @@ DEFAULT_N = 1000
 @dataclass
 class EvalOptions:
     target: str  # a model (pipeline / run / UNet folder, hub id) or a folder of images
-    data: str | None = None  # real images: folder, HF dataset, builtin:photos|textures
+    data: str | None = None  # real images: folder, HF dataset, builtin:… (fashion-mnist:test for FD-FMNIST)
     metrics: tuple[str, ...] = METRICS
     protocol: str = "fast"  # slimdiff.metrics.protocols: fills every sampling setting left as None below
     n: int | None = (

@@ -12,7 +12,7 @@ from diffusers import DDPMScheduler
 from torch import Tensor
 
 from slimdiff.data.latent_cache import source_fingerprint
-from slimdiff.metrics import fid
+from slimdiff.metrics import fid, fmnist
 from slimdiff.metrics.complexity import count_macs_by_kind, steps_per_second
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum, plot_eps_spectrum
 from slimdiff.metrics.spectrum import plot_spectra, spectrum_error
@@ -142,6 +142,17 @@ def throughput(ev: Evaluation) -> dict:
     }
 
 
+def fashion_mnist(ev: Evaluation, which: str) -> dict:
+    """FD-FMNIST or CAS (slimdiff.metrics.fmnist); skipped with the reason off Fashion-MNIST."""
+    o = ev.options
+    try:
+        if which == "fd":
+            return fmnist.fd_fmnist_scores(ev.real, ev.fake, o.data, seed=o.seed + 1)
+        return fmnist.cas_scores(ev.fake, ev.labels, ev.class_names, o.data, seed=o.seed)
+    except LookupError as why:
+        raise Skip(str(why)) from None
+
+
 RUNNERS: dict[str, Callable[[Evaluation], dict]] = {
     "fid": lambda ev: inception_scores(ev, "fid"),
     "kid": lambda ev: inception_scores(ev, "kid"),
@@ -150,4 +161,6 @@ RUNNERS: dict[str, Callable[[Evaluation], dict]] = {
     "eps-spectrum": eps_spectrum,
     "macs": macs,
     "throughput": throughput,
+    "fd-fmnist": lambda ev: fashion_mnist(ev, "fd"),
+    "cas": lambda ev: fashion_mnist(ev, "cas"),
 }
