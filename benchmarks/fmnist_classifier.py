@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 
 from benchmarks.machine import describe_machine
 from slimdiff.data.fashion_mnist import split_images
-from slimdiff.metrics.complexity import count_params
 from slimdiff.metrics.fmnist_net import CONFIG, WEIGHTS, WIDTHS, accuracy, train_classifier
+from slimdiff.models.size import count_params
 
 ASSET = Path(__file__).parents[1] / "src" / "slimdiff" / "assets" / "fmnist-classifier"
 # The row of the Debian README's benchmark table (published, untested by Zalando) for a network of this kind.
