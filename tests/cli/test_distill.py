@@ -86,7 +86,7 @@ def test_distill_rejects_unknown_positions_before_anything_starts(
 def test_paper_sd_configs_pair_a_slim_student_with_its_teacher(name):
     from slimdiff.config import load_config
 
-    root = Path(__file__).parents[1] / "configs"
+    root = Path(__file__).parents[2] / "configs"
     student = load_config(root / f"{name}-sd.yaml")
     teacher = load_config(root / f"{name}-ldm.yaml")
     assert student.model.startswith("sd-") and get_preset(student.model).config["wavelet_gating"]

@@ -72,7 +72,7 @@ def test_overrides_and_yaml_round_trip(tmp_path):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert any(p.name == "tiny.yaml" for p in configs)
     for path in configs:
         config = load_config(path)
@@ -103,7 +103,7 @@ def test_the_noise_schedule_end_is_range_checked_and_church_uses_its_own():
 
     with pytest.raises(ConfigError, match=r"train.beta_end must lie in \(0.0015, 1\), got 0.001"):
         load_config(None, ["train.beta_end=0.001"])
-    root = Path(__file__).parents[1] / "configs"
+    root = Path(__file__).parents[2] / "configs"
     assert {load_config(root / f"church-{kind}.yaml").train.beta_end for kind in ("ldm", "lite", "sd")} == {
         0.0155
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT))  # `benchmarks` lives beside src/, not in the package
 
 from benchmarks.ablation import claims, cli, report, runner, stats  # noqa: E402

@@ -224,7 +224,7 @@ def test_paper_conditional_configs_hold_the_paper_recipe(name, model, steps, lr)
     from slimdiff.config import load_config
     from slimdiff.training.conditioning import resolve_kind
 
-    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    config = load_config(Path(__file__).parents[2] / "configs" / f"{name}.yaml")
     gpus = 8 if name.startswith("imagenet") else 32
     assert config.model == model and config.train.steps == steps
     assert config.train.base_lr * config.train.batch_size * gpus == pytest.approx(lr)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import torch
-from test_deploy_onnx import tiny_latent_pipeline
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
 from slimdiff.deploy.decoder_distillation import decoder_loss
 from slimdiff.models.slim_decoder import load_slim_decoder
+from tests.deploy.test_onnx import tiny_latent_pipeline
 
 runner = CliRunner()
 
