@@ -185,3 +185,14 @@ def test_a_folder_of_mixed_sizes_asks_for_a_size_instead_of_taking_the_first(tmp
     )
     assert result.exit_code == 2 and "holds images of 2 sizes" in result.output and "--size" in result.output
     assert "Traceback" not in result.output
+
+
+def test_warnings_on_the_command_line_are_one_line_each(tmp_path):
+    import warnings
+
+    from slimdiff.cli import app as _  # noqa: F401  (installs the command line's warning format)
+
+    line = warnings.formatwarning(
+        "skipping unreadable image x.png", UserWarning, "/src/datasets.py", 57, "code"
+    )
+    assert line == "warning: skipping unreadable image x.png\n"

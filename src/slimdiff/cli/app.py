@@ -19,6 +19,14 @@ from slimdiff.sampling.solvers import SAMPLERS
 # diffusers still passes a deprecated argument to huggingface_hub on every local load; it is not the user's concern.
 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
 
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line is one line for the user, not the library's file and source line."""
+    return f"warning: {message}\n"
+
+
+warnings.formatwarning = _warning_line
+
 app = typer.Typer(
     name="slimdiff",
     help="Slim diffusion models that keep high-frequency detail (Spectral Diffusion, CVPR 2023).",
