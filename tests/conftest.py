@@ -8,6 +8,8 @@ use them too: `tiny_unet(seed=1, channels=4)`, `micro_config(run_dir, steps=2)`,
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -430,3 +432,22 @@ def power_law_field():
 def power_law_spectrum():
     """`power_law_spectrum(size, exponent)`: the exact power spectrum of `power_law_field`."""
     return _power_law_spectrum
+
+
+# --- faults ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 192 KiB tmpfs: a real full disk (root only; skipped where mounting is not allowed)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

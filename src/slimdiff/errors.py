@@ -53,6 +53,11 @@ class ModelError(SlimdiffError):
     """A model, teacher or autoencoder that cannot be found, loaded or used as asked."""
 
 
+class OutputError(SlimdiffError):
+    """An output that cannot be written (a full or read-only disk; whatever was half written is removed), or an
+    output folder that holds files slimdiff must not replace."""
+
+
 class TrainingError(SlimdiffError):
     """A run that cannot start or continue (e.g. a checkpoint that does not fit it)."""
 

@@ -140,22 +140,6 @@ def test_a_damaged_state_file_falls_back_to_the_last_intact_checkpoint(finished_
     assert "Traceback" not in result.output
 
 
-@pytest.fixture()
-def small_disk(tmp_path):
-    """A 192 KiB tmpfs: a real full disk (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-    ):
-        pytest.skip("mounting a small tmpfs needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_folder(small_disk, micro_config):
     run = small_disk / "run"
     with pytest.raises(

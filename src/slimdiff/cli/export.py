@@ -19,7 +19,10 @@ def export(
     ),
     out: Path = typer.Option(..., "--out", help="folder to write"),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="replace the whole content of a non-empty --out"
+        False,
+        "--overwrite",
+        help="replace an earlier export in --out (only a folder whose export.json lists every file in it; "
+        "any other folder is refused, nothing deleted)",
     ),
     quantize: str | None = typer.Option(
         None,
@@ -34,7 +37,7 @@ def export(
     ),
 ) -> None:
     """Write MODEL as a diffusers pipeline folder, optionally with its UNet step as an ONNX graph."""
-    from slimdiff.deploy.export import ONNX_TOLERANCE, export_folder
+    from slimdiff.deploy.export import ONNX_TOLERANCE, check_replaceable, export_folder
     from slimdiff.sampling.pipeline import load_pipeline
 
     if to not in TARGETS:
@@ -44,9 +47,8 @@ def export(
     if fp16 and (to != "onnx" or quantize is not None):
         fail("--fp16: only with --to onnx, and not with --quantize (int8 starts from the float32 graph)")
     check_out_folder(out, overwrite)
-    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
-        fail(f"--out {out} holds files that are not an exported pipeline; --overwrite replaces only those")
     with user_errors():
+        check_replaceable(out)  # before the model loads: a folder it may not replace is refused at once
         pipe = load_pipeline(model)
         with console.status("writing the pipeline folder" + (" and the ONNX graph" if to == "onnx" else "")):
             record = export_folder(pipe, out, onnx=to == "onnx", source=model, fp16=fp16)

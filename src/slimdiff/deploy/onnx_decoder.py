@@ -114,7 +114,7 @@ def decoder_relative_error(
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a weights file: export.json records it, so a graph is only used beside its own weights."""
+    """SHA-256 of a file: export.json records one per file an export wrote (`check_exported`)."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -122,16 +122,32 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_exported(folder: Path, graph: Path, weights: Path, record: dict) -> None:
+    """Refuse the graph `folder/graph` unless it and the weights `folder/weights` it was made from are still
+    the files export.json's `files` recorded: a graph copied from another export of the same architecture, or
+    weights changed since, would otherwise run and draw another model's images."""
+    files = record.get("files", {})
+    for part in (graph, weights):
+        path = folder / part
+        expected = files.get(part.as_posix())
+        if expected is None or not path.is_file() or file_digest(path) != expected:
+            raise ModelError(
+                f"{folder / graph} was not exported from the weights in {folder / weights.parent} "
+                f"({part.as_posix()} is not the file export.json records); export again with "
+                "`slimdiff export … --to onnx --overwrite`"
+            )
+
+
 def _export_checked(decoder: nn.Module, folder: Path, latent_hw: tuple[int, int]) -> dict:
     path = export_decoder(decoder, folder / DECODER_ONNX, latent_hw)
     error = decoder_relative_error(decoder, OnnxDecoder(path, decoder.config), latent_hw)
-    return {"relative_error": error, "weights_sha256": file_digest(folder / WEIGHTS_FILE)}
+    return {"relative_error": error}
 
 
 def export_decoders(pipe, folder: Path, source: str = "") -> dict:
     """Into the export folder `folder` (already holding the saved pipeline): `vae/model.onnx` when the pipeline
     has an autoencoder, and the model's slim decoder (`source/slim_decoder`, copied, with its graph) when it
-    has one. Returns export.json's `decoders` entry: per decoder its relative error and weights digest."""
+    has one. Returns export.json's `decoders` entry: per decoder its relative error against PyTorch."""
     from slimdiff.models.slim_decoder import load_slim_decoder
 
     latent_hw = sample_hw(pipe.unet.config)
@@ -148,8 +164,8 @@ def export_decoders(pipe, folder: Path, source: str = "") -> dict:
 def load_onnx_decoder(
     folder: Path, name: str, record: dict, threads: int | None = None, graph: str = DECODER_ONNX
 ):
-    """The onnxruntime decoder `folder/name/graph`, after checking it was exported from the weights beside it;
-    None when the export has no such decoder."""
+    """The onnxruntime decoder `folder/name/graph`, after checking that it and the weights beside it are the
+    files the export wrote (`check_exported`); None when the export has no such decoder."""
     import json
 
     entry = record.get("decoders", {}).get(name)
@@ -161,12 +177,7 @@ def load_onnx_decoder(
                 f"{SLIM_DECODER}/ folder and export again"
             )
         return None
-    weights = folder / name / WEIGHTS_FILE
-    if not weights.is_file() or file_digest(weights) != entry["weights_sha256"]:
-        raise ModelError(
-            f"{path} was not exported from the weights in {folder / name}; export again with "
-            "`slimdiff export … --to onnx --overwrite`"
-        )
+    check_exported(folder, Path(name) / graph, Path(name) / WEIGHTS_FILE, record)
     config = json.loads((folder / name / "config.json").read_text())
     try:
         return OnnxDecoder(path, _Config(config), threads)

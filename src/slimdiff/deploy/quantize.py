@@ -12,7 +12,6 @@ one thread) and their quality cost (`slimdiff.metrics.fidelity.int8_cost`) in ex
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -23,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slimdiff.deploy.export import INT8_ONNX, load_onnx_pipeline
+from slimdiff.deploy.export import INT8_ONNX, load_onnx_pipeline, read_record, write_record
 from slimdiff.deploy.onnx_decoder import DECODER_ONNX, session_options
 from slimdiff.deploy.onnx_unet import ONNX_FILE
-from slimdiff.errors import ModelError
+from slimdiff.errors import WRITE_ERRORS, ModelError, OutputError, write_failure
 from slimdiff.metrics.fidelity import final_latents, int8_cost
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import condition_input, sample_hw
@@ -218,7 +217,7 @@ def quantize_export(
     """Quantise the graphs of the ONNX export `folder` to int8 (calibrated on the model's own sampling
     trajectories), measure the cost and speed-up, and record both in `folder/export.json` under `quantize`."""
     folder = Path(folder)
-    record = json.loads((folder / "export.json").read_text())
+    record = read_record(folder)
     pipe = load_pipeline(folder)
     if condition_input(pipe.unet.config) is not None:
         raise ModelError(
@@ -229,6 +228,21 @@ def quantize_export(
     unet_feeds, decoder_feeds = calibration_feeds(fp32, n=n, steps=steps, seed=seed)
     graphs = {"unet": (unet_feeds, ONNX_FILE)}
     graphs.update({name: (decoder_feeds, DECODER_ONNX) for name in record.get("decoders", {})})
+    before = dict(record)
+    try:
+        return _quantize_graphs(folder, record, graphs, fp32, pipe, data, n, steps, seed)
+    except WRITE_ERRORS as error:  # a full disk: back to the fp32 export as it was
+        for name in graphs:
+            for written in (folder / name / INT8_ONNX, *(folder / name).glob(".prepared-*")):
+                written.unlink(missing_ok=True)
+        write_record(folder, before)
+        raise OutputError(
+            f"could not write the int8 graphs to {folder}: {write_failure(error)}; the fp32 export is intact "
+            "— free space and export again with --quantize int8"
+        ) from None
+
+
+def _quantize_graphs(folder: Path, record: dict, graphs: dict, fp32, pipe, data, n, steps, seed) -> dict:
     quantized = {}
     for name, (feeds, graph) in graphs.items():
         fp32_graph, int8_graph = folder / name / graph, folder / name / INT8_ONNX
@@ -240,10 +254,10 @@ def quantize_export(
         "calibration": f"{n} fp32 trajectories, dpm++ {steps} steps",
         "graphs": quantized,
     }
-    (folder / "export.json").write_text(json.dumps(record, indent=2))
+    write_record(folder, record)  # the int8 graphs' digests, which loading them checks
     int8 = load_onnx_pipeline(folder, pipe, threads=1, precision="int8")
     int8.set_progress_bar_config(disable=True)
     x0, source = _x0(fp32, data, n, seed)
     record["quantize"]["cost"] = {"eps_data": source, **int8_cost(fp32, int8, x0, n, steps, seed)}
-    (folder / "export.json").write_text(json.dumps(record, indent=2))
+    write_record(folder, record)
     return record

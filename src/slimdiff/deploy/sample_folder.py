@@ -1,6 +1,9 @@
 """`sample_folder`: the whole of `slimdiff sample` — a model, as PyTorch weights or as an ONNX export and with
-any of its decoders, drawn into numbered PNGs (written batch by batch, so an interrupted run keeps what it
-drew), grid.png and sample.json (the settings, the noise schedule and the wall time).
+any of its decoders, drawn into numbered PNGs (written batch by batch, each aside and renamed into place, so an
+interrupted run keeps whole images), grid.png and, last, sample.json (the settings, the noise schedule and the
+wall time): a folder with sample.json holds a whole set. A batch the memory estimate says cannot fit
+(`sampling.memory`) is refused before anything is written; a write that fails (a full disk) removes what the
+run wrote.
 
 It lives in deploy/ because it picks between the deployed forms of a model (`load_onnx_pipeline`,
 `use_decoder`), which sampling/ — the layer deploy/ builds on — cannot import.
@@ -9,8 +12,10 @@ It lives in deploy/ because it picks between the deployed forms of a model (`loa
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,11 +25,12 @@ from PIL import Image
 from slimdiff.deploy.decoders import use_decoder
 from slimdiff.deploy.export import load_onnx_pipeline
 from slimdiff.deploy.onnx_decoder import SLIM_DECODER
-from slimdiff.errors import ConfigError, ModelError, SlimdiffError
+from slimdiff.errors import WRITE_ERRORS, ConfigError, ModelError, OutputError, SlimdiffError, write_failure
 from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
 from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
 from slimdiff.sampling.generate import generate
+from slimdiff.sampling.memory import check_batch_memory
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
 GRID_IMAGES = 256  # the grid shows the first images only: a 100k-image grid would not fit in memory
@@ -98,16 +104,20 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
         except ModelError as error:  # say which of the two models it is
             raise ModelError(f"cannot load --stitch-teacher {settings.stitch_teacher}: {error}") from None
         stitch = (teacher, settings.stitch_fraction)
+    check_batch_memory(pipe, min(settings.batch_size, settings.num_images), settings.guidance is not None)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
+    for old in (*out.glob("*.png"), out / "sample.json"):
+        old.unlink(missing_ok=True)
     record = {**settings.record(), "noise_schedule": dict(pipe.scheduler.config)}
-    (out / "sample.json").write_text(json.dumps(record, indent=2, default=str))
+    drawn = 0
 
     def save(first: int, images: torch.Tensor) -> None:
+        nonlocal drawn
         for i, pixels in enumerate(to_uint8(images)):
-            Image.fromarray(pixels).save(out / f"{first + i:06d}.png")
+            with _aside(out / f"{first + i:06d}.png") as tmp:
+                Image.fromarray(pixels).save(tmp, format="PNG")
+        drawn = first + len(images)
         if progress is not None:
             progress(len(images))
 
@@ -119,6 +129,7 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
             settings.seed,
             settings.batch_size,
             on_batch=save,
+            keep=GRID_IMAGES,
             num_inference_steps=settings.steps,
             sampler=settings.scheduler,
             eta=settings.eta,
@@ -127,12 +138,34 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
             per_image=per_image,
             **condition,
         )
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        save_grid(images, out / "grid.png")
+        with _aside(out / "sample.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2, default=str))
+    except WRITE_ERRORS as error:  # a full disk: what this run wrote goes, so the space is free again
+        for path in (*out.glob("*.png"), *out.glob(".*.tmp"), out / "sample.json"):
+            path.unlink(missing_ok=True)
+        raise OutputError(
+            f"could not write the samples to {out}: {write_failure(error)}; the images drawn were removed — "
+            "free space and sample again"
+        ) from None
+    except (RuntimeError, MemoryError) as error:
+        if not isinstance(error, MemoryError) and "memory" not in str(error):
+            raise
+        raise ConfigError(
+            f"ran out of memory at --batch-size {settings.batch_size} after {drawn} images (kept in {out}, "
+            "no sample.json); use a smaller --batch-size"
+        ) from None
     except ValueError as error:  # a setting the pipeline refuses (label range, guidance, …)
-        (out / "sample.json").unlink(missing_ok=True)
         if isinstance(error, SlimdiffError):
             raise
         raise ConfigError(str(error).splitlines()[0]) from None
-    record["seconds"] = round(time.perf_counter() - start, 3)
-    save_grid(images[:GRID_IMAGES], out / "grid.png")
-    (out / "sample.json").write_text(json.dumps(record, indent=2, default=str))
     return record
+
+
+@contextmanager
+def _aside(path: Path) -> Iterator[Path]:
+    """A hidden file beside `path` to write, renamed into place after: no half-written file at `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    yield tmp
+    os.replace(tmp, path)

@@ -23,6 +23,7 @@ UNET_CLASSES: dict[str, type[ModelMixin]] = {
 }
 
 
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # a diffusers model's weights in its folder
 # What to do about a model folder the libraries cannot read.
 FOLDER_FIX = (
     "slimdiff reads config.json + safetensors only: re-save a .bin / pickle checkpoint with diffusers' "
@@ -116,8 +117,23 @@ def load_unet(source: str | Path, **hub_kwargs) -> ModelMixin:
                 f"{source}: {class_name!r} is not a supported UNet; supported: {', '.join(UNET_CLASSES)}"
             )
         # safetensors only: a pickled .bin could run code while loading
-        return UNET_CLASSES[class_name].from_pretrained(
+        unet = UNET_CLASSES[class_name].from_pretrained(
             location, subfolder=subfolder, use_safetensors=True, **hub_kwargs
+        )
+    check_finite(unet, Path(location) / (subfolder or ""))
+    return unet
+
+
+def check_finite(model: nn.Module, folder: str | Path) -> None:
+    """Refuse a model whose weights hold NaN or ±Inf (a diverged run saved, a damaged copy): every weight of a
+    UNet or decoder is on the path of every image, so it would draw only NaN — black images, exit 0 and
+    meaningless scores. Refused rather than warned about: nothing it could draw is of use."""
+    tensors = model.state_dict()
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ModelError(
+            f"{Path(folder) / WEIGHTS_FILE}: {len(bad)} of {len(tensors)} tensors hold NaN or Inf (first: "
+            f"{bad[0]}); the model cannot draw images — use an earlier checkpoint or train again"
         )
 
 

@@ -34,7 +34,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import loading
 from slimdiff.models.inputs import sample_hw
-from slimdiff.models.loading import FOLDER_FIX, load_unet
+from slimdiff.models.loading import FOLDER_FIX, check_finite, load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.folders import diffusers_entry, download, foreign_components, no_loading_bar
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
@@ -269,10 +269,18 @@ def load_pipeline(source: str | Path, **kwargs) -> SlimDiffusionPipeline:
     with loading(f"the pipeline in {source}", FOLDER_FIX):
         for folder in (path, path / "model"):
             if (folder / "model_index.json").is_file():
-                return SlimDiffusionPipeline.from_pretrained(folder, **kwargs)
+                return _finite(SlimDiffusionPipeline.from_pretrained(folder, **kwargs), folder)
         if not path.exists() and str(source).count("/") == 1:
             try:
-                return SlimDiffusionPipeline.from_pretrained(str(source), **kwargs)
+                return _finite(SlimDiffusionPipeline.from_pretrained(str(source), **kwargs), source)
             except OSError:
                 pass  # not a pipeline repository (or offline): try it as a bare UNet
         return SlimDiffusionPipeline(unet=load_unet(source), scheduler=training_scheduler())
+
+
+def _finite(pipe: SlimDiffusionPipeline, folder: str | Path) -> SlimDiffusionPipeline:
+    """`pipe`, after refusing NaN / Inf in its UNet's or autoencoder's weights (`check_finite`)."""
+    for name in ("unet", "vae"):
+        if getattr(pipe, name, None) is not None:
+            check_finite(getattr(pipe, name), Path(folder) / name)
+    return pipe
