@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from slimdiff.cli import app
 from slimdiff.config import Config, ConfigError, from_dict, load_config
 from slimdiff.data.transforms import to_rgb, to_tensor
+from slimdiff.deploy.export import read_record, write_record
 from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import TrainingError
 from slimdiff.models.loading import load_unet
@@ -326,6 +327,10 @@ def test_stale_onnx_after_export_overwrite_is_never_run(model_folder, tmp_path):
     graph = out / "unet" / "model.onnx"
     graph.write_bytes(graph.read_bytes()[:200])
     result = runner.invoke(app, ["sample", str(out), "--onnx", "--out", str(tmp_path / "s2")])
+    assert result.exit_code == 2 and "is not the file export.json records" in _one_line(result)
+    # (recorded as it is now, it reaches onnxruntime, which cannot read it)
+    write_record(out, read_record(out))
+    result = runner.invoke(app, ["sample", str(out), "--onnx", "--out", str(tmp_path / "s3")])
     assert result.exit_code == 2 and "onnxruntime cannot read" in _one_line(result)
 
 
