@@ -25,7 +25,7 @@ from PIL import Image
 from slimdiff.deploy.decoders import use_decoder
 from slimdiff.deploy.export import load_onnx_pipeline
 from slimdiff.deploy.onnx_decoder import SLIM_DECODER
-from slimdiff.errors import WRITE_ERRORS, ConfigError, ModelError, OutputError, SlimdiffError, write_failure
+from slimdiff.errors import WRITE_ERRORS, ConfigError, ModelError, OutputError, write_failure
 from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
 from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
@@ -157,8 +157,6 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
             "no sample.json); use a smaller --batch-size"
         ) from None
     except ValueError as error:  # a setting the pipeline refuses (label range, guidance, …)
-        if isinstance(error, SlimdiffError):
-            raise
         raise ConfigError(str(error).splitlines()[0]) from None
     return record
 
