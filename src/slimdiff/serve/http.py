@@ -57,7 +57,7 @@ def host_allowed(authority: str, server_host: str, port: int) -> bool:
     except ValueError:
         return False
     name = (parts.hostname or "").lower()
-    if asked_port not in (port, None if port == 80 else port):
+    if asked_port != port and not (asked_port is None and port == 80):  # no port in the header means 80
         return False
     if name in LOOPBACK_NAMES or name == server_host.lower():
         return True

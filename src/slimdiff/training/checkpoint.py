@@ -80,6 +80,22 @@ def read_checkpoint(path: Path, process: int) -> dict:
     }
 
 
+def _run_state(run: TrainingRun) -> dict:
+    """What state.json holds: the step, the data position and the layout and model it was written with."""
+    return {
+        "step": run.step,
+        "micro_step": run.step * run.config.train.grad_accum,
+        "processes": run.accelerator.num_processes,
+        "grad_accum": run.config.train.grad_accum,
+        "model": run.config.model,
+    }
+
+
+def _ema_counters(run: TrainingRun) -> dict:
+    """The EMA's state besides its shadow weights (those are saved as a model folder)."""
+    return {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"}
+
+
 def _same_shape(saved, template) -> bool:
     """Whether JSON state read back has the structure the run would write: the template's keys (extra ones
     allowed), list lengths and value kinds; None in the template accepts anything."""
@@ -106,8 +122,8 @@ def _state_templates(run: TrainingRun) -> dict:
     """What each JSON state file of a checkpoint of this run looks like (see `_write`)."""
     return {
         "lr_schedule": run.lr_schedule.state_dict(),
-        "ema_counters": {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"},
-        "state": {"step": 0, "micro_step": 0, "processes": 1, "grad_accum": 1, "model": ""},
+        "ema_counters": _ema_counters(run),
+        "state": _run_state(run),
         "rng": {key: value for key, value in rng_state().items() if key != "cuda"},
     }
 
@@ -178,10 +194,9 @@ def restore_checkpoint(run: TrainingRun, paths: list[Path]) -> Path:
 
 def _write(tmp: Path, run: TrainingRun) -> None:
     """Fill `tmp` (RNG files already written by every process); `state.json` goes last."""
-    tc = run.config.train
     run.unet.save_pretrained(tmp / "unet", safe_serialization=True)
     ema_unet(run.unet, run.ema).save_pretrained(tmp / "ema", safe_serialization=True)
-    counters = {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"}
+    counters = _ema_counters(run)
     (tmp / "ema" / "ema.json").write_text(json.dumps(counters))
     save_file(
         {k: v.cpu().contiguous() for k, v in run.objective.trainable_state().items()},
@@ -191,14 +206,7 @@ def _write(tmp: Path, run: TrainingRun) -> None:
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "lr_schedule.json").write_text(json.dumps(run.lr_schedule.state_dict()))
-    state = {
-        "step": run.step,
-        "micro_step": run.step * tc.grad_accum,
-        "processes": run.accelerator.num_processes,
-        "grad_accum": tc.grad_accum,
-        "model": run.config.model,
-    }
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    (tmp / "state.json").write_text(json.dumps(_run_state(run), indent=2))
 
 
 def _publish(tmp: Path, step: int, keep: int) -> Path:
