@@ -70,6 +70,20 @@ def test_omega_is_largest_where_the_clean_spectrum_is_smallest():
     assert not omega.requires_grad
 
 
+def test_mean_omega_is_ours_from_the_batch_mean_spectrum_and_uniform_is_ones():
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(4, 3, SIZE, SIZE, generator=g, dtype=torch.float64)
+    omega = spectral_weight(x0, (SIZE, SIZE), alpha=-1.0, delta=1e-3, form="mean")
+    magnitude = np.abs(np.fft.fft2(x0.numpy(), norm="ortho")).mean(axis=(0, 1))  # numpy as the oracle
+    expected = (magnitude + 1e-3) ** -1.0
+    assert omega.shape == (1, 1, SIZE, SIZE)
+    np.testing.assert_allclose(omega[0, 0].numpy(), expected / expected.mean(), rtol=1e-10)
+    uniform = spectral_weight(x0, (4, 4), form="uniform")
+    assert uniform.shape == (1, 1, 4, 4) and torch.equal(uniform, torch.ones_like(uniform))
+    s, t = torch.randn(2, 4, 3, 4, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(frequency_loss(s, t, uniform), spatial_loss(s, t), rtol=1e-6, atol=0)
+
+
 def test_omega_resizes_x0_to_the_feature_size():
     x0 = torch.randn(2, 3, SIZE, SIZE)
     assert spectral_weight(x0, (4, 4)).shape == (2, 1, 4, 4)

@@ -100,3 +100,20 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path, micro_config):
     start = _weights(straight_dir / "checkpoints" / f"step-{N:08d}" / "unet")
     with pytest.raises(AssertionError):
         _assert_same(start, _weights(straight_dir / "checkpoints" / final / "unet"))
+
+
+def test_a_constant_schedule_run_extended_on_resume_equals_the_longer_run(tmp_path, micro_config):
+    """With train.lr_schedule constant a run can be lengthened chunk by chunk (what the GPU study does) and
+    ends where one straight run of the full length ends; with the linear decay it would not (the rate of the
+    first chunk decays to 0 at its own end)."""
+    chunked, straight = tmp_path / "chunked", tmp_path / "straight"
+    schedule = {"lr_schedule": "constant"}
+    train(from_dict(Config, micro_config(chunked, steps=N, every=N, train=schedule)), progress=False)
+    longer = micro_config(chunked, steps=2 * N, every=N, train=schedule)
+    train(from_dict(Config, longer), resume="latest", progress=False)
+    train(from_dict(Config, micro_config(straight, steps=2 * N, every=N, train=schedule)), progress=False)
+    _assert_same(_weights(chunked / "model" / "unet"), _weights(straight / "model" / "unet"))
+    linear = tmp_path / "linear"
+    train(from_dict(Config, micro_config(linear, steps=2 * N, every=N)), progress=False)
+    with pytest.raises(AssertionError):
+        _assert_same(_weights(linear / "model" / "unet"), _weights(straight / "model" / "unet"))

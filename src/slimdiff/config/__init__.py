@@ -4,6 +4,7 @@ setting; `loading` reads YAML and `--set` overrides into them."""
 from slimdiff.config.loading import apply_overrides, from_dict, load_config
 from slimdiff.config.sections import (
     DISTILL_POSITIONS,
+    LR_SCHEDULES,
     OMEGA_FORMS,
     AutoencoderConfig,
     ConditioningConfig,
@@ -17,6 +18,7 @@ from slimdiff.errors import ConfigError
 
 __all__ = [
     "DISTILL_POSITIONS",
+    "LR_SCHEDULES",
     "OMEGA_FORMS",
     "AutoencoderConfig",
     "Config",

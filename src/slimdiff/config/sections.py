@@ -19,8 +19,12 @@ from slimdiff.errors import ConfigError
 # Where distillation reads features (README, "Distillation"): ε, after the last / second last up-sampler,
 # after the last down-sampler.
 DISTILL_POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
-# ω of the frequency loss: ours (normalised, channel mean, + δ) or the paper's |F(resize(x0))|^α literally.
-OMEGA_FORMS = ("ours", "paper")
+# ω of the frequency loss: ours (normalised, channel mean, + δ), the paper's |F(resize(x0))|^α literally, ours
+# from the batch's mean spectrum (one ω for every image: the data set's spectrum, estimated), or ω ≡ 1 (the
+# frequency term is then the spatial one, by Parseval: the control for ω itself).
+OMEGA_FORMS = ("ours", "paper", "mean", "uniform")
+# The learning rate after the warm-up (diffusers' get_scheduler: linear, cosine, constant_with_warmup).
+LR_SCHEDULES = ("linear", "cosine", "constant")
 
 
 def check(condition: bool, message: str) -> None:
@@ -74,7 +78,10 @@ class TrainConfig:
     batch_size: int = 32  # per process and micro-step
     grad_accum: int = 1  # micro-steps per optimiser step
     base_lr: float = 2.5e-5  # lr = base_lr × total batch (batch_size × grad_accum × processes)
-    warmup_steps: int = 100  # linear warm-up, then linear decay to 0 at `steps`
+    warmup_steps: int = 100  # linear warm-up, then the lr_schedule
+    # after the warm-up: "linear" decay to 0 at `steps`, "cosine" to 0, or "constant" (a run can then be
+    # lengthened on resume and train exactly as if it had been asked for the longer run from the start)
+    lr_schedule: str = "linear"
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
@@ -92,6 +99,10 @@ class TrainConfig:
         check(self.grad_accum >= 1, f"train.grad_accum must be at least 1, got {self.grad_accum}")
         check(0 < self.base_lr < 1, f"train.base_lr must lie in (0, 1), got {self.base_lr}")
         check(self.warmup_steps >= 0, f"train.warmup_steps must be ≥ 0, got {self.warmup_steps}")
+        check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"train.lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
         check(self.weight_decay >= 0, f"train.weight_decay must be ≥ 0, got {self.weight_decay}")
         check(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),

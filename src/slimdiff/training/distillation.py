@@ -5,6 +5,8 @@
     L_freq    = Σ_i mean(ω_i · |F(P_i(S_i)) − F(T_i)|²)
     ω_i       = normalise((|F(resize(x0 → H_i×W_i))| averaged over channels + δ)^α)       ("ours", default)
     ω_i       = |F(resize(x0 → H_i×W_i))|^α, per channel, not normalised               ("paper")
+    ω_i       = ours from the batch-mean magnitude: one ω for every image            ("mean")
+    ω_i       = 1: the frequency term equals the spatial one (Parseval)              ("uniform")
 
 S_i / T_i are student / teacher outputs at the distillation positions (`config.DISTILL_POSITIONS`), taken by
 forward hooks on module objects; P_i is a 1×1 conv where the channel counts differ; F is the orthonormal
@@ -43,8 +45,11 @@ def spectral_weight(
     channels: int = 1,
 ) -> torch.Tensor:
     """ω over the FFT grid of a tensor of spatial `size` and `channels` channels, from the clean x0: "ours"
-    (B, 1, H, W), mean 1 per sample; "paper" |F(x0)|^α, (B, C, H, W) when `channels` equals x0's, else averaged
-    to (B, 1, H, W). `form` is one of `config.OMEGA_FORMS` (checked by `DistillConfig`)."""
+    (B, 1, H, W), mean 1 per sample; "mean" the same from the batch's mean magnitude, (1, 1, H, W); "uniform"
+    ones (1, 1, H, W); "paper" |F(x0)|^α, (B, C, H, W) when `channels` equals x0's, else averaged to
+    (B, 1, H, W). `form` is one of `config.OMEGA_FORMS` (checked by `DistillConfig`)."""
+    if form == "uniform":
+        return x0.new_ones((1, 1, *size), dtype=torch.float32)
     x = (
         x0
         if tuple(x0.shape[-2:]) == tuple(size)
@@ -54,7 +59,8 @@ def spectral_weight(
     if form == "paper":
         omega = magnitude.clamp_min(delta) ** alpha
         return (omega if channels == x0.shape[1] else omega.mean(dim=1, keepdim=True)).detach()
-    omega = (magnitude.mean(dim=1, keepdim=True) + delta) ** alpha
+    magnitude = magnitude.mean(dim=(0, 1) if form == "mean" else 1, keepdim=True)
+    omega = (magnitude + delta) ** alpha
     return (omega / omega.mean(dim=(-2, -1), keepdim=True)).detach()
 
 

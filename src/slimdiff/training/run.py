@@ -125,7 +125,8 @@ def build_run(
     lr = tc.base_lr * tc.batch_size * tc.grad_accum * accelerator.num_processes
     optimizer = torch.optim.AdamW(trained, lr=lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
     lr_schedule = get_scheduler(
-        "linear", optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
+        "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule,
+        optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
     )
     ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
     prepared, optimizer = accelerator.prepare(unet, optimizer)
