@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ASSET)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the shipped weights: see config.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train_x, train_y = split_images("train")
@@ -46,13 +47,15 @@ def main() -> None:
             flush=True,
         )
 
-    network = train_classifier(train_x, train_y, epochs=args.epochs, seed=args.seed, log=log)
+    network = train_classifier(
+        train_x, train_y, epochs=args.epochs, seed=args.seed, log=log, device=args.device
+    )
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(network, test_x, test_y)
     train_accuracy = accuracy(network, train_x, train_y)
     print(f"test accuracy {test_accuracy:.4f}, train accuracy {train_accuracy:.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, args.out / WEIGHTS)
+    save_file({k: v.contiguous().cpu() for k, v in network.state_dict().items()}, args.out / WEIGHTS)
     config = {
         "network": "FashionCNN (slimdiff.metrics.fmnist_net)",
         "widths": list(WIDTHS),

@@ -7,6 +7,7 @@ use them too: `tiny_unet(seed=1, channels=4)`, `micro_config(run_dir, steps=2)`,
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -451,3 +452,40 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# --- a fake copy of Debian's Fashion-MNIST layout -------------------------------------------------------------
+
+
+def _write_idx(path, array: np.ndarray, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fake_fmnist_sized(tmp_path, monkeypatch):
+    """`fake_fmnist_sized(n_train, n_test)`: Debian's four files with random images, found through the
+    environment variable; returns (folder, {split: (images, labels)})."""
+
+    def make(n_train: int = 6, n_test: int = 8):
+        from slimdiff.data.fashion_mnist import ENV_VAR
+
+        folder = tmp_path / "fashion-mnist"
+        folder.mkdir()
+        g, written = np.random.default_rng(0), {}
+        for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+            images, labels = g.integers(0, 256, (n, 28, 28)), np.arange(n) % 10
+            _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
+            _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
+            written[split] = (images, labels)
+        monkeypatch.setenv(ENV_VAR, str(folder))
+        return folder, written
+
+    return make
+
+
+@pytest.fixture
+def fake_fmnist(fake_fmnist_sized):
+    """A handful of random images (6 train, 8 test) in Debian's layout, found through the environment."""
+    return fake_fmnist_sized()

@@ -21,32 +21,6 @@ from slimdiff.metrics.fmnist_net import SHIPPED, load_classifier, run_batches
 DEBIAN_PRESENT = (fm.DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file()
 
 
-def _write_idx(path, array: np.ndarray, magic: int) -> None:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def _fake_copy(folder, n_train=6, n_test=8):
-    """Debian's four files with a handful of random images; returns {split: (images, labels)}."""
-    g, written = np.random.default_rng(0), {}
-    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
-        images, labels = g.integers(0, 256, (n, 28, 28)), np.arange(n) % 10
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
-        written[split] = (images, labels)
-    return written
-
-
-@pytest.fixture
-def fake_fmnist(tmp_path, monkeypatch):
-    folder = tmp_path / "fashion-mnist"
-    folder.mkdir()
-    written = _fake_copy(folder)
-    monkeypatch.setenv(fm.ENV_VAR, str(folder))
-    return folder, written
-
-
 def test_builtin_fashion_mnist_reads_the_idx_files_pads_to_32_and_labels(fake_fmnist):
     _, written = fake_fmnist
     dataset = make_dataset("builtin:fashion-mnist", 32, conditioning="class")

@@ -72,10 +72,12 @@ def load_classifier(folder: Path | str | None = None) -> tuple[FashionCNN, dict]
 
 @torch.no_grad()
 def run_batches(network: FashionCNN, images: Tensor, what: str = "features", batch: int = 500) -> Tensor:
-    """`network.features` (float64) or the logits of (N, 1, 28, 28) images, in batches, in eval mode."""
+    """`network.features` (float64) or the logits of (N, 1, 28, 28) images, in batches, in eval mode, on the
+    network's device; returned on the CPU."""
     network.eval()
     fn = network.features if what == "features" else network
-    return torch.cat([fn(chunk.float()).double() for chunk in images.split(batch)])
+    device = next(network.parameters()).device
+    return torch.cat([fn(chunk.to(device).float()).double().cpu() for chunk in images.split(batch)])
 
 
 def train_classifier(
@@ -88,22 +90,25 @@ def train_classifier(
     lr: float = 3e-3,
     widths: tuple[int, int, int] = WIDTHS,
     log=None,
+    device: torch.device | str = "cpu",
 ) -> FashionCNN:
     """A fresh `FashionCNN` trained on (N, 1, 28, 28) images in [-1, 1] with their labels: AdamW with a
     one-cycle learning rate, random horizontal flips, cross-entropy. Seeded: the same inputs give the same
-    weights on the same machine. `log(epoch, mean loss)` is called after each epoch."""
+    weights on the same machine. `log(epoch, mean loss)` is called after each epoch. On a GPU `device` the
+    images move there once; the result stays on `device`."""
     torch.manual_seed(seed)
-    network = FashionCNN(widths)
+    network = FashionCNN(widths).to(device)
+    images, labels = images.to(device), labels.to(device)
     generator = torch.Generator().manual_seed(seed)
     per_epoch = -(-len(images) // batch)
     optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * per_epoch)
     network.train()
     for epoch in range(epochs):
-        order, total = torch.randperm(len(images), generator=generator), 0.0
+        order, total = torch.randperm(len(images), generator=generator).to(device), 0.0
         for index in order.split(batch):
             x = images[index].float()
-            flip = torch.rand(len(x), generator=generator) < 0.5
+            flip = (torch.rand(len(x), generator=generator) < 0.5).to(device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             loss = nn.functional.cross_entropy(network(x), labels[index].long())
             optimiser.zero_grad(set_to_none=True)
