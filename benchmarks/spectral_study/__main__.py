@@ -59,12 +59,13 @@ class Study:
             "runs": {},
             "errors": [],
         }
-        context = get_context("spawn")
-        self.pool = (
-            ProcessPoolExecutor(workers, mp_context=context, initializer=tasks.start_worker)
-            if workers
-            else Inline()
-        )
+        self.workers, self.pool = workers, Inline()
+
+    def start_pool(self) -> None:
+        """The worker processes, started only after Figure 6 so that their start-up does not disturb it."""
+        if self.workers:
+            context = get_context("spawn")
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=tasks.start_worker)
 
     def log(self, message: str) -> None:
         line = f"{time.monotonic() - self.start:7.1f}s {message}"
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     if gpu:
         study.record["figure6"] = figure6(torch.device("cuda"), log=study.log)
         study.save()
+    study.start_pool()
     classifier = _classifier(args.classifier_epochs, "cuda" if gpu else "cpu")
     validation = study.pool.submit(tasks.validation_round, s, args.work)
     ok = study.teacher(s.teacher_share * study.left())

@@ -149,8 +149,10 @@ def gradient_shares(
     batches: ∇L_ε, ∇(L_spatial + L_freq) (per unit λ) and the distillation share at λ,
     ‖λ∇L_d‖ / (‖∇L_ε‖ + ‖λ∇L_d‖). `projectors`: the run's trained 1×1 projectors (objective.safetensors)."""
     dev = device()
-    student, teacher = student.to(dev).float().train(), teacher.to(dev).float()
-    objective = SpectralDistillation(student, teacher, distill_settings(omega, 1.0)).to(dev)
+    # built on the CPU (its projectors are sized by a probe pass there), then moved
+    student, teacher = student.cpu().float().train(), teacher.cpu().float()
+    objective = SpectralDistillation(student, teacher, distill_settings(omega, 1.0))
+    student, objective = student.to(dev), objective.to(dev)
     if projectors is not None:
         objective.load_state_dict(projectors)
     images = test_images(s.data, s.size, s.probe_batches * s.batch, s.validation_seed)
