@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks.spectral_study import __main__ as study
-from benchmarks.spectral_study import worker
+from benchmarks.spectral_study import verdict, worker
 from benchmarks.spectral_study.gpu_speed import figure6
 from benchmarks.spectral_study.plan import SMOKE, Settings, plan
 from slimdiff.models.presets import get_preset
@@ -63,3 +63,52 @@ def test_a_student_equal_to_its_teacher_gets_no_distillation_gradient(fake_fmnis
     assert measured["loss_spatial"] == 0 and measured["loss_freq"] == 0
     assert measured["grad_distill_per_lambda"] == 0 and measured["share"] == 0
     assert measured["grad_eps"] > 0 and measured["loss_eps"] > 0
+
+
+def test_holm_adjusts_p_values_stepwise_and_keeps_their_order():
+    assert verdict.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert verdict.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def _record(effect: float, rounds=(1000, 2000), lite_gain: float = 0.01) -> dict:
+    """A synthetic returned record: SD and the other arms better than Lite on high and FD by `effect` × the
+    Lite → teacher gap, a small seed spread, and Lite's ε-MSE falling by `lite_gain` from S/2 to S."""
+    runs, teacher_high, lite_high, lite_fd = {}, 0.002, 0.008, 35.0
+    for arm, spec in plan_arms().items():
+        for seed in range(spec.seeds):
+            better = {"SD": effect, "+WG": effect / 3, "KD(ω)": effect / 2}.get(arm, 0.0)
+            noise = 1e-5 * ((seed * 7919) % 11 - 5)
+            high = lite_high - better * (lite_high - teacher_high) + noise
+            final = {
+                "eps": {"high": high, "low": 0.005 + noise, "all": 0.02},
+                "samples": {"fd_fmnist": lite_fd * (1 - better) + 100 * noise + 0.3 * seed, "swd": 300.0},
+            }
+            steps = [
+                {"steps": s, "eps": {"all": 0.02 * (1 + lite_gain) if s < rounds[-1] else 0.02}}
+                for s in rounds
+            ]
+            runs[f"{arm}-{seed}"] = {"arm": arm, "seed": seed, "rounds": steps, "final": final}
+    teacher = {
+        "eps": {"high": teacher_high, "low": 0.0025, "all": 0.013},
+        "samples": {"fd_fmnist": 11.0, "swd": 190.0},
+    }
+    return {"runs": runs, "teacher": {"final": teacher}}
+
+
+def plan_arms():
+    from benchmarks.spectral_study.plan import ARMS
+
+    return ARMS
+
+
+@pytest.mark.parametrize(
+    ("record", "word"),
+    [
+        (_record(0.5), "shown"),
+        (_record(0.05), "refuted at this scale"),
+        (_record(0.5, lite_gain=0.10), "untestable at this scale"),  # Lite still learning: P1 fails
+        (_record(0.5, rounds=(500,)), "untestable at this scale"),  # no round at S/2: P1 cannot be checked
+    ],
+)
+def test_the_committed_rule_gives_each_verdict_where_it_must(record, word):
+    assert verdict.judge(record)["verdict"] == word
