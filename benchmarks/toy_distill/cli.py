@@ -51,15 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
         settings = Settings(**{k: getattr(args, k) for k in asdict(Settings())})
         save_settings(settings)
     runs = plan(settings)
-    records, verdict = [], None
+    records = []
     for run in runs:
         finished = record_path(run).is_file()
         if args.report_only and not finished:
             continue
         records.append(do_run(settings, run, args.device))
         if not finished:  # the page follows the study run by run
-            verdict = rebuild(settings, records, len(runs))
-    if verdict is None:
-        verdict = rebuild(settings, records, len(runs))
+            rebuild(settings, records, len(runs))
+    verdict = rebuild(settings, records, len(runs))
     print(f"[toy-distill] verdict: {verdict['verdict']} (n = {verdict['n']})", flush=True)
     return verdict

@@ -132,7 +132,8 @@ def plot(records: list[dict], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax_share.set_xlabel("iteration")
     ax_share.set_ylabel("share of Σ ‖∇ term‖")
-    ax_share.legend(fontsize=7)
+    if ax_share.lines:  # the KD arms' shares, once one has finished
+        ax_share.legend(fontsize=7)
     return save(fig, path)
 
 
