@@ -116,14 +116,14 @@ def plot(records: list[dict], path: Path) -> Path:
             [m - lo if not math.isnan(lo) else 0 for m, lo, _ in stats],
             [hi - m if not math.isnan(hi) else 0 for m, _, hi in stats],
         ]
-        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"{arm} (n={len(rs)})")
+        bars = ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"{arm} (n={len(rs)})")
         if arm in ARMS[2:]:
             its = [e["iteration"] for e in rs[0]["log"]]
             for term, style in (("eps", "-"), ("frequency", ":")):
                 share = [
                     statistics.mean(r["log"][j]["grad_share"][term] for r in rs) for j in range(len(its))
                 ]
-                ax_share.plot(its, share, style, label=f"{arm}: {term}")
+                ax_share.plot(its, share, style, color=bars[0].get_color(), label=f"{arm}: {term}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(ALPHAS, [str(a) for a in ALPHAS])
