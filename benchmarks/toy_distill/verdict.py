@@ -38,7 +38,7 @@ def verdict(values: dict[str, dict[int, dict[str, float]]]) -> dict:
     seeds = sorted(set.intersection(*(set(values.get(arm, {})) for arm in ARMS)))
     out: dict = {"n": len(seeds), "seeds": seeds}
     if not seeds:
-        return {**out, "verdict": "inconclusive", "why": "no seed has all four arms yet"}
+        return {**out, "verdict": "inconclusive", "why": "No seed has all four arms yet"}
     means = {
         arm: {e: statistics.mean(values[arm][s][e] for s in seeds) for e in ("rare", "common")}
         for arm in ARMS
@@ -77,17 +77,17 @@ def verdict(values: dict[str, dict[int, dict[str, float]]]) -> dict:
 
 def _word(out: dict, preconditions: bool) -> tuple[str, str]:
     if not preconditions:
-        return "untestable at this scale", "a precondition fails"
+        return "untestable at this scale", "A precondition fails"
     if out["n"] < 2:
-        return "inconclusive", "fewer than two paired seeds: no interval"
+        return "inconclusive", "Fewer than two paired seeds: no interval"
     below = all(c["high"] < 0 for c in out["comparisons"].values())
     share, common = out["share"], out["common"]
     rare_gain = -out["comparisons"]["KD(ω) − plain"]["mean"]
     if below and share["mean"] >= SHARE and common["high"] <= rare_gain:
         return (
             "shown",
-            "both Holm intervals below 0, share ≥ 25 %, common not worse by more than the rare gain",
+            "Both Holm intervals below 0, share ≥ 25 %, common not worse by more than the rare gain",
         )
     if share["high"] < SHARE:
-        return "refuted at this scale", "the upper bound of the share of the gap closed is below 25 %"
-    return "inconclusive", "neither shown nor refuted: see the intervals"
+        return "refuted at this scale", "The upper bound of the share of the gap closed is below 25 %"
+    return "inconclusive", "Neither shown nor refuted: see the intervals"
