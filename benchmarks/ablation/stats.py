@@ -86,6 +86,32 @@ def interval(values: list[float], level: float = 0.95) -> tuple[float, float, fl
     return mean, mean - half, mean + half
 
 
+def t_test_p(values: list[float]) -> float:
+    """Two-sided p of the one-sample t-test of mean 0 (nan for fewer than two values or no spread)."""
+    from scipy.stats import t
+
+    mean, std = mean_std(values)
+    if len(values) < 2 or not std > 0:
+        return math.nan
+    return float(2 * t.sf(abs(mean) / (std / math.sqrt(len(values))), len(values) - 1))
+
+
+def holm_levels(pvalues: list[float], level: float = 0.95) -> list[float]:
+    """Holm's step-down over k comparisons as confidence levels, one per p in the given order: the i-th
+    smallest p (i = 0, 1, …) is tested at 1 − α/(k − i) while all before it were rejected; from the first
+    that is not, the rest keep that level (their p is larger, so their intervals hold 0 too). An interval at
+    its level excludes 0 exactly when Holm rejects that comparison. nan p's are never rejected."""
+    alpha, k = 1 - level, len(pvalues)
+    order = sorted(range(k), key=lambda i: (math.isnan(pvalues[i]), pvalues[i]))
+    levels, current, rejecting = [level] * k, level, True
+    for rank, i in enumerate(order):
+        if rejecting:
+            current = 1 - alpha / (k - rank)
+            rejecting = pvalues[i] < alpha / (k - rank)
+        levels[i] = current
+    return levels
+
+
 def paired_difference(arm: Mapping[int, float], base: Mapping[int, float]) -> dict:
     """arm − base over the seeds both have: n, mean, 95% interval, and the per-seed differences."""
     seeds = sorted(set(arm) & set(base))

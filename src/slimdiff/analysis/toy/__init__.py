@@ -10,7 +10,8 @@ training noise schedule, then DDPM ancestral sampling from pure noise.
 The parts, each importing only the ones above it:
 
 - `signals`: the clean signals and the long-tailed mixture weights π;
-- `denoiser`: the MLP, its training and its sampler;
+- `distill`: distillation from a frozen teacher (ω uniform or spectral) and the gradient share of each term;
+- `denoiser`: the MLP, its training (optionally distilled) and its sampler;
 - `score`: the mixture's exact score and the network's error against it;
 - `experiment`: one width trained, sampled and measured per α;
 - `report`: the four-panel figure and the Markdown table.

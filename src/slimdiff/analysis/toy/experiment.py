@@ -47,7 +47,7 @@ def toy_experiment(cfg: ToyConfig, progress: Callable[[int, float], None] | None
     """Train, sample and measure one hidden width; returns config, loss curve, the per-α table (with the
     data's π and the score error) and the score along the slice between the most common and the rarest
     pattern."""
-    model, losses = train_toy(cfg, progress)
+    model, losses, _ = train_toy(cfg, progress)
     samples = sample_toy(model, cfg.samples, cfg.sampling_steps, seed=cfg.seed + 1)
     weights = mixture_weights(cfg.tail, cfg.rare)
     rows = measure(samples)

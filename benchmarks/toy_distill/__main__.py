@@ -1,0 +1,3 @@
+from benchmarks.toy_distill.cli import main
+
+main()
