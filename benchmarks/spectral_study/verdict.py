@@ -13,7 +13,7 @@ import math
 import statistics
 from pathlib import Path
 
-from benchmarks.ablation.stats import gap_closed, paired_difference
+from benchmarks.ablation.stats import gap_closed, holm_levels, interval, paired_difference, t_test_p
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.spectral_study.plan import ARMS
 
@@ -46,26 +46,6 @@ def by_seed(record: dict, arm: str, name: str) -> dict[int, float]:
     }
 
 
-def p_value(d: dict) -> float:
-    """Two-sided paired t-test p of a `paired_difference`."""
-    from scipy.stats import t
-
-    if d["n"] < 2 or not d["high"] > d["low"]:
-        return math.nan
-    se = (d["high"] - d["mean"]) / float(t.ppf(0.975, d["n"] - 1))
-    return float(2 * t.sf(abs(d["mean"]) / se, d["n"] - 1))
-
-
-def holm(p: list[float]) -> list[float]:
-    """Holm-adjusted p-values, in the order given."""
-    order = sorted(range(len(p)), key=lambda i: p[i])
-    adjusted, running = [math.nan] * len(p), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
-
-
 def plateau_gain(record: dict, arm: str = "Lite") -> float | None:
     """Mean over seeds of the held-out ε-MSE (all) gain from S/2 to S; None without a round at S/2."""
     gains = []
@@ -95,10 +75,21 @@ def judge(record: dict) -> dict:
     rows = []
     for name, arm, base, m in COMPARISONS + REPORTED:
         d = paired_difference(by_seed(record, arm, m), by_seed(record, base, m))
-        rows.append({"name": name, **{k: v for k, v in d.items() if k != "per_seed"}, "p": p_value(d)})
-    for row, adjusted in zip(rows, holm([r["p"] for r in rows[: len(COMPARISONS)]]), strict=False):
-        row["p_holm"] = adjusted
-    below = [r["mean"] < 0 and r["p_holm"] < 0.05 for r in rows[: len(COMPARISONS)]]
+        rows.append(
+            {
+                "name": name,
+                **{k: v for k, v in d.items() if k != "per_seed"},
+                "diffs": list(d["per_seed"].values()),
+            }
+        )
+    for row in rows:
+        row["p"] = t_test_p(row["diffs"])
+    # the family's intervals at their Holm step-down levels: one lies below 0 exactly when Holm rejects it
+    family = rows[: len(COMPARISONS)]
+    for row, level in zip(family, holm_levels([r["p"] for r in family]), strict=True):
+        _, row["holm_low"], row["holm_high"] = interval(row["diffs"], level)
+        row["holm_level"] = level
+    below = [r["mean"] < 0 and r["holm_high"] < 0 for r in family]
     share = gap_closed(by_seed(record, "SD", "high"), lite_high, teacher["eps"]["high"])
     low_ok = rows[len(COMPARISONS) + 3]["high"] <= -rows[0]["mean"]
     preconditions = all(holds is True for _, holds in pre.values())
@@ -120,8 +111,10 @@ def judge(record: dict) -> dict:
 
 
 def _row(r: dict) -> str:
-    holm_p = f"{r['p_holm']:.3g}" if "p_holm" in r else "—"
-    return f"| {r['name']} | {r['n']} | {r['mean']:.4g} | [{r['low']:.4g}, {r['high']:.4g}] | {r['p']:.3g} | {holm_p} |"
+    holm = (
+        f"[{r['holm_low']:.4g}, {r['holm_high']:.4g}] at {r['holm_level']:.4g}" if "holm_level" in r else "—"
+    )
+    return f"| {r['name']} | {r['n']} | {r['mean']:.4g} | [{r['low']:.4g}, {r['high']:.4g}] | {r['p']:.3g} | {holm} |"
 
 
 def arm_table(record: dict) -> list[str]:
@@ -217,7 +210,7 @@ def main() -> None:
         "",
         f"SD's share of the Lite → teacher gap on high: {share['mean']:.1%} [{share['low']:.1%}, {share['high']:.1%}]",
         "",
-        "| comparison | n | mean | 95 % CI | p | p (Holm, family of 4) |",
+        "| comparison | n | mean | 95 % CI | p | Holm interval (family of 4) |",
         "|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in result["comparisons"]]

@@ -65,11 +65,6 @@ def test_a_student_equal_to_its_teacher_gets_no_distillation_gradient(fake_fmnis
     assert measured["grad_eps"] > 0 and measured["loss_eps"] > 0
 
 
-def test_holm_adjusts_p_values_stepwise_and_keeps_their_order():
-    assert verdict.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert verdict.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
-
-
 def _record(effect: float, rounds=(1000, 2000), lite_gain: float = 0.01) -> dict:
     """A synthetic returned record: SD and the other arms better than Lite on high and FD by `effect` × the
     Lite → teacher gap, a small seed spread, and Lite's ε-MSE falling by `lite_gain` from S/2 to S."""
