@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -181,6 +181,18 @@ def _classifier(epochs: int, device: str) -> subprocess.Popen | None:
     return subprocess.Popen(command)
 
 
+def _setting(text: str) -> tuple[str, object]:
+    name, _, value = text.partition("=")
+    if name not in Settings.__dataclass_fields__:
+        raise SystemExit(
+            f"--set {text}: {name!r} is not a setting ({', '.join(Settings.__dataclass_fields__)})"
+        )
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value  # a plain string, e.g. data=builtin:textures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,12 +205,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=12, help="worker processes (0: in this process)")
     parser.add_argument("--classifier-epochs", type=int, default=0, help="retrain the FD network first")
     parser.add_argument("--smoke", action="store_true", help="the seconds-long CPU version (tests)")
+    parser.add_argument("--no-figure6", action="store_true", help="skip the Figure 6 timings")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a Settings field (JSON value), e.g. round_steps=1000 or seeds='{\"+WG\": 0}'",
+    )
     args = parser.parse_args(argv)
-    s = Settings(**SMOKE) if args.smoke else Settings()
+    s = replace(Settings(**SMOKE) if args.smoke else Settings(), **dict(_setting(a) for a in args.set))
     gpu = torch.cuda.is_available()
     study = Study(s, args.out, args.work, args.budget_s, args.workers)
     study.log(f"{describe_machine()}; {len(plan(s))} runs, budget {args.budget_s:.0f} s")
-    if gpu:
+    if gpu and not args.no_figure6:
         study.record["figure6"] = figure6(torch.device("cuda"), log=study.log)
         study.save()
     study.start_pool()

@@ -107,3 +107,11 @@ def plan_arms():
 )
 def test_the_committed_rule_gives_each_verdict_where_it_must(record, word):
     assert verdict.judge(record)["verdict"] == word
+
+
+def test_a_setting_is_changed_by_name_and_an_unknown_one_is_refused():
+    assert study._setting("round_steps=1000") == ("round_steps", 1000)
+    assert study._setting('seeds={"+WG": 0}') == ("seeds", {"+WG": 0})
+    assert study._setting("data=builtin:textures") == ("data", "builtin:textures")
+    with pytest.raises(SystemExit, match="'rounds' is not a setting"):
+        study._setting("rounds=3")
