@@ -220,3 +220,13 @@ def test_noising_matches_diffusers_add_noise_and_the_model_keeps_the_schedule(
         assert t.dtype == torch.long and t.min() >= 0 and t.max() < 1000
         torch.testing.assert_close(x_t, scheduler.add_noise(x0, noise, t))
     assert not torch.equal(recorder.seen[0][3], recorder.seen[1][3])  # fresh noise per micro-batch
+
+
+def test_a_run_shorter_than_its_warm_up_warns_in_one_line_and_still_trains(tmp_path, micro_config):
+    config = from_dict(Config, micro_config(tmp_path / "run", steps=2, train={"warmup_steps": 5}))
+    with pytest.warns(
+        UserWarning, match=r"train.steps \(2\) is shorter than train.warmup_steps \(5\)"
+    ) as seen:
+        train(config, progress=False)
+    assert all("\n" not in str(w.message) for w in seen)
+    assert (tmp_path / "run" / "model").is_dir()

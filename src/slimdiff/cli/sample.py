@@ -28,7 +28,11 @@ def sample(
     prompt: str | None = typer.Option(None, "--prompt", help="text prompt (text-conditional models)"),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="what guidance steers away from"),
     guidance: float | None = typer.Option(
-        None, "--guidance", min=0.0, max=50.0, help="classifier-free guidance scale w (needs --label)"
+        None,
+        "--guidance",
+        min=0.0,
+        max=50.0,
+        help="classifier-free guidance scale w (with --label or --prompt)",
     ),
     stitch_teacher: str | None = typer.Option(
         None, "--stitch-teacher", help="teacher UNet for the late steps (trajectory stitching)"

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def train(
 
     run_dir, tc = Path(config.run.dir), config.train
     check_output_folder(run_dir, "run.dir")
+    if tc.steps < tc.warmup_steps:
+        warnings.warn(
+            f"train.steps ({tc.steps}) is shorter than train.warmup_steps ({tc.warmup_steps}): the learning rate "
+            f"never reaches its full value; lower warmup_steps or train longer",
+            stacklevel=2,
+        )
     resume_from = candidates(run_dir, resume) if resume is not None else None
     if resume is None and list_checkpoints(run_dir / "checkpoints"):
         raise TrainingError(
