@@ -90,7 +90,7 @@ def test_class_conditional_sampling_with_guidance(models, tmp_path):
         ("student", ["--stitch-teacher", "teacher", "--scheduler", "dpm++"], "single-step --scheduler"),
         ("student", ["--guidance", "2"], "--guidance needs --label"),
         ("student", ["--label", "1"], "not class-conditional"),
-        ("classes", ["--label", "9", "--guidance", "2"], "class labels must lie in [0, 5]"),
+        ("classes", ["--label", "9", "--guidance", "2"], "class labels must lie in [0, 4]"),
         ("student", ["--stitch-teacher", "missing", "--scheduler", "ddim"], "cannot load --stitch-teacher"),
         ("missing", [], "missing is neither a model folder nor a hub id"),  # the loader's ModelError
         ("student", ["--steps", "0"], "Invalid value for '--steps'"),
@@ -147,6 +147,6 @@ def test_a_setting_the_pipeline_refuses_leaves_no_sample_json(models, tmp_path):
     settings = SampleSettings(
         model=str(models / "classes"), out=tmp_path / "g", steps=2, num_images=2, label="9", guidance=2.0
     )
-    with pytest.raises(ConfigError, match=r"class labels must lie in \[0, 5\]"):
+    with pytest.raises(ConfigError, match=r"class labels must lie in \[0, 4\]"):
         sample_folder(settings)
     assert not (settings.out / "sample.json").exists() and not list(settings.out.glob("*.png"))

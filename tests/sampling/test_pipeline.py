@@ -185,7 +185,7 @@ def test_text_guidance_with_prompt_embeddings(tiny_pipeline, tiny_condition_unet
 def test_conditioning_mistakes_are_clear_errors(class_pipe, tiny_pipeline):
     with pytest.raises(ValueError, match="guidance_scale needs class_labels or prompt_embeds"):
         _pt(class_pipe, guidance_scale=2.0)
-    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 5\]"):
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 4\]"):
         _pt(class_pipe, class_labels=[7])
     with pytest.raises(ValueError, match="not class-conditional"):
         _pt(tiny_pipeline(), class_labels=[1])

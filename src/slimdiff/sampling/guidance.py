@@ -91,7 +91,9 @@ def _rows(config, batch_size, class_labels, prompt_embeds, negative_prompt_embed
         raise ValueError("class_labels given, but this model is not class-conditional")
     labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
     if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(f"class labels must lie in [0, {classes - 1}], got {labels.tolist()}")
+        # the null row of a class-context table is accepted (an unconditional draw) but not offered
+        real = null_label or classes
+        raise ValueError(f"class labels must lie in [0, {real - 1}], got {labels.tolist()}")
     if labels.numel() == 1:
         labels = labels.expand(batch_size)
     if guidance_scale is None:
