@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.ablation.stats import paired_difference
 from benchmarks.machine import RESULTS, describe_machine, write_result
 from slimdiff.config import DistillConfig, load_config
 from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
@@ -182,7 +183,31 @@ def table(s: Settings, records: list[dict], planned: int) -> tuple[str, dict]:
         how = f"{rs[0]['model']}" + (f" ← {rs[0]['teacher']}" if rs[0]["teacher"] else "")
         lines.append(f"| {arm} | {how} | {len(rs)} | {steps} | " + " | ".join(cells) + " |")
         summary[arm] = {k: [r["results"].get(k) for r in rs] for k in COLUMNS}
+    lines += ["", *comparisons(arms)]
     return "\n".join(lines), summary
+
+
+def comparisons(arms: dict[str, list[dict]]) -> list[str]:
+    """SD − Lite paired by seed (unconditional and class-conditional), with 95 % t-intervals."""
+    lines = ["SD − Lite, paired by seed (95 % t-interval; negative FD / positive CAS favour SD):", ""]
+    lines += ["| comparison | seeds | mean | 95 % interval |", "|---|---|---|---|"]
+    for suffix in ("", "-class"):
+        for key, (name, _) in COLUMNS.items():
+            values = {
+                arm: {
+                    r["seed"]: r["results"][key]
+                    for r in arms.get(f"{arm}{suffix}", [])
+                    if key in r["results"]
+                }
+                for arm in ("sd", "lite")
+            }
+            d = paired_difference(values["sd"], values["lite"])
+            if d["n"]:
+                lines.append(
+                    f"| sd{suffix} − lite{suffix}, {name} | {d['n']} | {d['mean']:.3f} | "
+                    f"[{d['low']:.3f}, {d['high']:.3f}] |"
+                )
+    return lines
 
 
 def main() -> None:
