@@ -34,8 +34,14 @@ INPAINT_STRENGTH = 1.0  # … and StableDiffusionInpaintPipeline's
 # `image` is always pixels: with vae_latent_channels = 0 the processor never takes an RGB tensor for latents
 # (diffusers passes tensors with the latent channel count through, and LDM's VQ latents have 3 channels).
 _IMAGES = {"do_resize": False, "vae_latent_channels": 0, "do_convert_rgb": True}
-_MASKS = {"do_resize": False, "vae_latent_channels": 0, "do_convert_grayscale": True}
-_MASKS |= {"do_normalize": False, "do_binarize": True}  # diffusers' inpainting mask processor: 0 / 1 at 0.5
+# masks as diffusers' inpainting processor takes them: grey, not normalised, 0 / 1 split at 0.5
+_MASKS = {
+    "do_resize": False,
+    "vae_latent_channels": 0,
+    "do_convert_grayscale": True,
+    "do_normalize": False,
+    "do_binarize": True,
+}
 
 
 def resolve_strength(image: object | None, mask_image: object | None, strength: float | None) -> float | None:

@@ -245,9 +245,10 @@ class SlimDiffusionPipeline(DiffusionPipeline):
                 )
                 x = outputs.pop("latents", x)
 
-        images = x if output_type == "latent" else self.decode(x)
+        images = x
         if output_type != "latent":
-            images = (images if init is None else init.keep_unmasked(images)) / 2 + 0.5
+            pixels = self.decode(x)
+            images = (pixels if init is None else init.keep_unmasked(pixels)) / 2 + 0.5
         if output_type in ("np", "pil"):
             images = images.permute(0, 2, 3, 1).float().cpu().numpy()
         if output_type == "pil":
