@@ -52,9 +52,23 @@ def sample(
         "--decoder",
         help="full (the autoencoder's), slim (MODEL/slim_decoder) or a slim decoder folder",
     ),
+    init_image: Path | None = typer.Option(
+        None, "--init-image", help="image-to-image: start every sample from this image (the model's size)"
+    ),
+    strength: float | None = typer.Option(
+        None,
+        "--strength",
+        min=0.0,
+        max=1.0,
+        help="share of the steps run from the noised --init-image (1: pure noise); default 0.8, 1 with --mask",
+    ),
+    mask: Path | None = typer.Option(
+        None, "--mask", help="inpainting: repaint the white pixels of this mask, keep the black ones"
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="allow a non-empty --out folder"),
 ) -> None:
-    """Draw images from a model with any diffusers solver, optional guidance and stitching."""
+    """Draw images from a model with any diffusers solver, optional guidance and stitching, from noise or from
+    an --init-image (image-to-image; inpainting with --mask)."""
     from slimdiff.deploy.sample_folder import SampleSettings, sample_folder
 
     if scheduler not in SAMPLERS:
@@ -68,6 +82,8 @@ def sample(
         fail("--guidance needs --label or --prompt (what to guide towards)")
     if label is not None and prompt is not None:
         fail("pass --label or --prompt, not both")
+    if init_image is None and (mask is not None or strength is not None):
+        fail("--mask and --strength need --init-image (the image to start from)")
     check_out_folder(out, overwrite)
     settings = SampleSettings(
         model=model,
@@ -86,6 +102,9 @@ def sample(
         stitch_fraction=stitch_fraction,
         onnx=onnx,
         decoder=decoder,
+        init_image=None if init_image is None else str(init_image),
+        strength=strength,
+        mask=None if mask is None else str(mask),
     )
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with user_errors(), Progress(*columns, console=console, transient=True) as progress:

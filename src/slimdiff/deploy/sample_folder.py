@@ -1,7 +1,9 @@
 """`sample_folder`: the whole of `slimdiff sample` — a model, as PyTorch weights or as an ONNX export and with
 any of its decoders, drawn into numbered PNGs (written batch by batch, each aside and renamed into place, so an
 interrupted run keeps whole images), grid.png and, last, sample.json (the settings, the noise schedule and the
-wall time): a folder with sample.json holds a whole set. A batch the memory estimate says cannot fit
+wall time): a folder with sample.json holds a whole set. With an init image (and a mask) every image starts from
+it (image-to-image, inpainting: `sampling/init_image.py`); the image is read and checked before anything is
+written. A batch the memory estimate says cannot fit
 (`sampling.memory`) is refused before anything is written; a write that fails (a full disk) removes what the
 run wrote.
 
@@ -22,14 +24,16 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from slimdiff.data.transforms import open_image, to_rgb
 from slimdiff.deploy.decoders import use_decoder
 from slimdiff.deploy.export import load_onnx_pipeline
 from slimdiff.deploy.onnx_decoder import SLIM_DECODER
-from slimdiff.errors import WRITE_ERRORS, ConfigError, ModelError, OutputError, write_failure
+from slimdiff.errors import WRITE_ERRORS, ConfigError, DataError, ModelError, OutputError, write_failure
 from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
 from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
 from slimdiff.sampling.generate import generate
+from slimdiff.sampling.init_image import init_pixels, resolve_strength
 from slimdiff.sampling.memory import check_batch_memory
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
@@ -56,12 +60,17 @@ class SampleSettings:
     stitch_fraction: float = 0.5  # the share of the steps the model runs before the teacher
     onnx: bool = False  # the UNet steps and the decoder on onnxruntime (an ONNX export folder)
     decoder: str = "full"  # full, slim (MODEL/slim_decoder) or a slim decoder folder
+    init_image: str | None = None  # image-to-image: the image every sample starts from
+    strength: float | None = None  # the share of the steps run from it (None: diffusers' default)
+    mask: str | None = None  # inpainting: white is repainted, black kept
 
     def record(self) -> dict:
-        """sample.json's settings: a negative prompt only with a prompt, a fraction only with a teacher."""
+        """sample.json's settings: a negative prompt only with a prompt, a fraction only with a teacher, the
+        strength used only with an init image."""
         record = {k: v for k, v in asdict(self).items() if k != "out"}
         record["negative_prompt"] = self.negative_prompt if self.prompt is not None else None
         record["stitch_fraction"] = self.stitch_fraction if self.stitch_teacher else None
+        record["strength"] = resolve_strength(self.init_image, self.mask, self.strength)
         return record
 
 
@@ -90,13 +99,37 @@ def _condition(settings: SampleSettings) -> tuple[dict, dict]:
     return condition, per_image
 
 
+def _init_image(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> dict:
+    """The pipeline arguments of image-to-image / inpainting (none without an init image), once the files read
+    and the pipeline would take them."""
+    try:
+        strength = resolve_strength(settings.init_image, settings.mask, settings.strength)
+        if settings.init_image is None:
+            return {}
+        image = _read(settings.init_image, "--init-image")
+        mask = None if settings.mask is None else _read(settings.mask, "--mask")
+        init_pixels(image, mask, pipe.vae, pipe.unet.config, rows=1)
+    except ValueError as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    return {"image": image, "mask_image": mask, "strength": strength}
+
+
+def _read(path: str, option: str):
+    try:
+        return to_rgb(open_image(path))
+    except OSError as error:  # missing, unreadable or not an image
+        raise DataError(f"cannot read {option} {path}: {error}; pass an image file (PNG, JPEG, …)") from None
+
+
 def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | None = None) -> dict:
     """Draw `settings.num_images` images into `settings.out` (created; PNGs of an earlier run there are
     replaced — whether a non-empty folder may be used is the caller's call). `progress(k)` hears of every k
     images saved. Returns sample.json's content. A setting the pipeline refuses (a label out of range,
-    a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind."""
+    a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind; an init image
+    or mask that cannot be read or does not fit the model raises before anything is written."""
     pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder)
     condition, per_image = _condition(settings)
+    condition |= _init_image(settings, pipe)
     stitch = None
     if settings.stitch_teacher is not None:
         try:

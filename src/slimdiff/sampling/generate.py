@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from slimdiff.models.inputs import sample_hw
+from slimdiff.sampling.init_image import keep_image_pixels
 
 NOISE_CHUNK = 16  # images of noise drawn at a time: 16 × any image's size is a whole number of randn blocks
 _SKIP = 1 << 24  # values per draw while moving the solvers' generator past the noise (64 MB of float32)
@@ -63,7 +64,7 @@ def generate(
     """`n` images (n, 3, H, W) in [-1, 1] from `pipe` (a `SlimDiffusionPipeline`); only the first `keep` are
     returned when given (the others are seen by `on_batch` only, so memory stays bounded for large n).
     `call` goes to every pipeline call (num_inference_steps, sampler, eta, class_labels, guidance_scale,
-    stitch, …); `per_image` holds arguments with one row per image (e.g. class_labels of length n), sliced like
+    stitch, image, mask_image, strength, …); `per_image` holds arguments with one row per image (e.g. class_labels of length n), sliced like
     the noise; `on_batch(first_index, images)` sees each batch as soon as it is drawn (to save it, to advance
     a bar)."""
     if n < 1 or batch < 1:
@@ -79,16 +80,14 @@ def generate(
     images = []
     for first in range(0, n, batch):
         latents = noise.take(min(batch, n - first)).to(pipe.device)
-        rows = {name: value[first : first + batch] for name, value in per_image.items()}
+        args = {**call, **{name: value[first : first + batch] for name, value in per_image.items()}}
         x = pipe(
-            batch_size=len(latents),
-            latents=latents,
-            generator=generator,
-            output_type="latent",
-            **rows,
-            **call,
+            batch_size=len(latents), latents=latents, generator=generator, output_type="latent", **args
         ).images
-        drawn = pipe.decode(x).float().cpu()
+        drawn = pipe.decode(x)
+        if args.get("mask_image") is not None:  # inpainting: the kept pixels are the image's, not decoded
+            drawn = keep_image_pixels(drawn, args["image"], args["mask_image"], pipe.vae, pipe.unet.config)
+        drawn = drawn.float().cpu()
         if on_batch is not None:
             on_batch(first, drawn)
         if first < keep:

@@ -29,6 +29,7 @@ from diffusers import (
     VQModel,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput
 from diffusers.utils.torch_utils import randn_tensor
 
 from slimdiff.diffusion import training_scheduler
@@ -38,23 +39,19 @@ from slimdiff.models.loading import FOLDER_FIX, check_finite, load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.folders import diffusers_entry, download, foreign_components, no_loading_bar
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
+from slimdiff.sampling.init_image import image_timesteps, prepare_init, resolve_strength
 from slimdiff.sampling.solvers import (
     alpha_bar_at,
     build_scheduler,
     clip_prediction,
     get_sampler,
     is_bare_noise_schedule,
-    keeps_model_outputs,
     sampling_copy,
     sampling_defaults,
 )
-from slimdiff.sampling.stitching import stitch_plan
+from slimdiff.sampling.stitching import check_stitch, stitch_plan
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
-
-def _channels(model: Denoiser) -> tuple[int, int]:
-    return model.config.in_channels, model.config.out_channels
 
 
 class SlimDiffusionPipeline(DiffusionPipeline):
@@ -141,6 +138,9 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        image: PipelineImageInput | None = None,
+        mask_image: PipelineImageInput | None = None,
+        strength: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Sample images.
 
@@ -160,6 +160,13 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         output_type: "pil", "np" (B, H, W, C) in [0, 1], "pt" (B, C, H, W) in [0, 1], or "latent".
         callback_on_step_end: `f(pipe, step, timestep, {"latents": x}) -> dict` after every step (or a diffusers
             `PipelineCallback`); a returned "latents" replaces the current ones.
+        image: image-to-image — PIL image(s), numpy / tensor in [0, 1] (as diffusers' VaeImageProcessor takes
+            them) of the size the model draws; one image for every sample or one per sample (or per k samples).
+            `latents` is then the noise ε added to it.
+        mask_image: inpainting — white (1) is repainted, black (0) kept: after every step the kept region is
+            the image noised to that step, and the output's kept pixels are the image's (`sampling/init_image.py`).
+        strength: s ∈ [0, 1], the share of the `num_inference_steps` run, from the image noised to the first
+            one's timestep (1: from pure noise, 0: the image back); default 0.8, or 1 with a mask (diffusers').
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
@@ -172,12 +179,13 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback tensor inputs {sorted(unknown)} unknown; valid: {self._callback_tensor_inputs}"
             )
+        strength = resolve_strength(image, mask_image, strength)
         if sampler is None:
             scheduler = sampling_copy(self.scheduler)
         else:
             scheduler = build_scheduler(get_sampler(sampler), dict(self.scheduler.config))
         if stitch is not None:
-            _check_stitch(stitch, self.unet, scheduler, sampler or type(scheduler).__name__)
+            check_stitch(stitch, self.unet, scheduler, sampler or type(scheduler).__name__)
         device, dtype = self._execution_device, getattr(self.unet, "dtype", torch.float32)
         batch_size, cond, uncond = conditioning(
             self.unet.config,
@@ -195,21 +203,29 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        init = None
+        if image is not None:
+            init = prepare_init(image, mask_image, self.vae, self.unet.config, batch_size, device, dtype)
         if clip_x0 is None:
             clip_x0 = sampler is not None and self.vae is None
         prediction_type = scheduler.config.prediction_type
 
         scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps, begin = scheduler.timesteps, 0
+        if init is not None:
+            timesteps, begin = image_timesteps(scheduler, num_inference_steps, strength)
         step_kwargs = inspect.signature(scheduler.step).parameters
         extra = {
             k: v
             for k, v in {"eta": eta, "generator": generator}.items()
             if k in step_kwargs and v is not None
         }
-        models = stitch_plan(self.unet, stitch, len(scheduler.timesteps))
-        self._interrupt, self._num_timesteps = False, len(scheduler.timesteps)
-        x = latents.to(device, dtype) * scheduler.init_noise_sigma
-        for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
+        # an image's trajectory switches to the teacher at the timestep plain sampling does
+        models = stitch_plan(self.unet, stitch, len(scheduler.timesteps))[begin:]
+        self._interrupt, self._num_timesteps = False, len(timesteps)
+        noise = latents.to(device, dtype)
+        x = noise * scheduler.init_noise_sigma if init is None else init.start(scheduler, noise, timesteps)
+        for i, t in enumerate(self.progress_bar(timesteps)):
             if self.interrupt:
                 break
             x_in = scheduler.scale_model_input(x, t)
@@ -220,6 +236,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             if clip_x0:
                 out = clip_prediction(out, x_in, alpha_bar_at(scheduler, t).to(x_in), prediction_type)
             x = scheduler.step(out, t, x, **extra).prev_sample
+            if init is not None:
+                x = init.blend(scheduler, x, noise, timesteps[i + 1] if i + 1 < len(timesteps) else None)
             if callback_on_step_end is not None:
                 tensors = {"latents": x}
                 outputs = callback_on_step_end(
@@ -227,7 +245,10 @@ class SlimDiffusionPipeline(DiffusionPipeline):
                 )
                 x = outputs.pop("latents", x)
 
-        images = x if output_type == "latent" else self.decode(x) / 2 + 0.5
+        images = x
+        if output_type != "latent":
+            pixels = self.decode(x)
+            images = (pixels if init is None else init.keep_unmasked(pixels)) / 2 + 0.5
         if output_type in ("np", "pil"):
             images = images.permute(0, 2, 3, 1).float().cpu().numpy()
         if output_type == "pil":
@@ -243,21 +264,6 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             scale = getattr(self.vae.config, "scaling_factor", 1.0)
             x = self.vae.decode(latents.to(getattr(self.vae, "dtype", latents.dtype)) / scale).sample
         return x.clamp(-1, 1)
-
-
-def _check_stitch(
-    stitch: tuple[Denoiser, float], unet: Denoiser, scheduler: SchedulerMixin, name: str
-) -> None:
-    if keeps_model_outputs(scheduler):
-        raise ValueError(
-            "stitching needs a solver that keeps no earlier model outputs (ddpm, ddim, euler, euler-ancestral, "
-            f"LCM, TCD); {name} would mix the two models' outputs in one update"
-        )
-    if _channels(stitch[0]) != _channels(unet):
-        raise ValueError(
-            f"stitch teacher maps {_channels(stitch[0])} channels but the model {_channels(unet)}; "
-            "both must work on the same (latent) space"
-        )
 
 
 def load_pipeline(source: str | Path, **kwargs) -> SlimDiffusionPipeline:

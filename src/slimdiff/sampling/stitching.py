@@ -6,7 +6,31 @@ layout and a bigger model finish the high frequencies.
 
 from __future__ import annotations
 
+from diffusers import SchedulerMixin
+
 from slimdiff.sampling.guidance import Denoiser
+from slimdiff.sampling.solvers import keeps_model_outputs
+
+
+def _channels(model: Denoiser) -> tuple[int, int]:
+    return model.config.in_channels, model.config.out_channels
+
+
+def check_stitch(
+    stitch: tuple[Denoiser, float], unet: Denoiser, scheduler: SchedulerMixin, name: str
+) -> None:
+    """Refuse stitching with a solver that mixes several model outputs in one update, or a teacher that works
+    on another (latent) space than `unet`."""
+    if keeps_model_outputs(scheduler):
+        raise ValueError(
+            "stitching needs a solver that keeps no earlier model outputs (ddpm, ddim, euler, euler-ancestral, "
+            f"LCM, TCD); {name} would mix the two models' outputs in one update"
+        )
+    if _channels(stitch[0]) != _channels(unet):
+        raise ValueError(
+            f"stitch teacher maps {_channels(stitch[0])} channels but the model {_channels(unet)}; "
+            "both must work on the same (latent) space"
+        )
 
 
 def stitch_plan(student: Denoiser, stitch: tuple[Denoiser, float] | None, steps: int) -> list[Denoiser]:
