@@ -33,6 +33,7 @@ from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
 from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
 from slimdiff.sampling.generate import generate
+from slimdiff.sampling.guidance import conditioning
 from slimdiff.sampling.init_image import init_pixels, resolve_strength
 from slimdiff.sampling.memory import check_batch_memory
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
@@ -138,6 +139,11 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
             raise ModelError(f"cannot load --stitch-teacher {settings.stitch_teacher}: {error}") from None
         stitch = (teacher, settings.stitch_fraction)
     check_batch_memory(pipe, min(settings.batch_size, settings.num_images), settings.guidance is not None)
+    if "class_labels" in condition:  # refused before the folder is made, so no empty folder is left behind
+        try:
+            conditioning(pipe.unet.config, 1, condition["class_labels"], None, None, settings.guidance)
+        except ValueError as error:
+            raise ConfigError(str(error).splitlines()[0]) from None
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in (*out.glob("*.png"), out / "sample.json"):
