@@ -126,7 +126,9 @@ def build_run(
     optimizer = torch.optim.AdamW(trained, lr=lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
     lr_schedule = get_scheduler(
         "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule,
-        optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
+        optimizer,
+        num_warmup_steps=tc.warmup_steps,
+        num_training_steps=tc.steps,
     )
     ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
     prepared, optimizer = accelerator.prepare(unet, optimizer)
