@@ -34,11 +34,13 @@ def make_dataset(
     conditioning: str = "none",
     label_column: str | None = None,
     caption_column: str | None = None,
+    held_out: bool = False,
 ) -> Dataset:
-    """The dataset named by `source`: `builtin:photos|textures|digits`, an image folder, or a Hugging Face
-    dataset (hub name or local dir). `length` caps a folder / HF set and sets the number of built-in crops.
+    """The dataset named by `source`: `builtin:…` (`slimdiff.data.builtin`), an image folder, or a Hugging
+    Face dataset (hub name or local dir). `length` caps a folder / HF set and sets the number of built-in crops.
     With `conditioning` "class" or "text" items are (image, label) or (image, caption), and the dataset's
-    `class_names` lists the classes (see `slimdiff.data.conditions`)."""
+    `class_names` lists the classes (see `slimdiff.data.conditions`). `held_out` draws a built-in crop set's
+    crops from the held-out strip of its pictures (other sources are read as they are)."""
     if size < 1:
         raise DataError(f"image size must be positive, got {size}")
     if length is not None and length < 1:
@@ -51,7 +53,9 @@ def make_dataset(
                 f"{source} has no captions; text conditioning needs a folder with metadata or a dataset"
             )
         kind = source.removeprefix("builtin:")
-        return builtin_dataset(kind, size, seed=seed, length=length, labelled=conditioning == "class")
+        return builtin_dataset(
+            kind, size, seed=seed, length=length, labelled=conditioning == "class", held_out=held_out
+        )
     path = Path(source).expanduser()
     if path.is_dir() and not looks_like_hf_dir(path):
         return FolderDataset(path, size, strict=strict, length=length, conditioning=conditioning)
@@ -99,11 +103,19 @@ def load_images(
     return torch.stack(draw_items(source, size, n, seed, skipped)[0])
 
 
+def draw_held_out(
+    source: str, size: int, n: int, seed: int = 0, skipped: list[str] | None = None, **options
+) -> tuple[list, Dataset]:
+    """`draw_items` by the one held-out rule of every evaluation: seed + 1, and a built-in crop set's crops
+    from the held-out strip of its pictures, which no training crop touches. A folder or HF set gives a seeded
+    subset of the same images (keep your own held-out folder if training images must be excluded), digits
+    likewise; Fashion-MNIST holds out its test split by name (`builtin:fashion-mnist:test`)."""
+    return draw_items(source, size, n, seed + 1, skipped, held_out=True, **options)
+
+
 def held_out_images(source: str, size: int, n: int, seed: int = 0) -> torch.Tensor:
-    """`n` real images for evaluation: `load_images` with seed + 1, so a built-in set gives other crops than a
-    run trained with data.seed = seed draws (a folder or HF set gives a seeded subset; keep your own held-out
-    folder if the training folder must be excluded). Every evaluation of slimdiff uses this one rule."""
-    return load_images(source, size, n, seed=seed + 1)
+    """`n` real images (n, 3, size, size) for evaluation, by the held-out rule of `draw_held_out`."""
+    return torch.stack(draw_held_out(source, size, n, seed)[0])
 
 
 def _subset(total: int, n: int, seed: int) -> np.ndarray:

@@ -15,15 +15,23 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from slimdiff.data.builtin import CROP_RULE
+
 if TYPE_CHECKING:  # data comes before models (docs/architecture.md): the autoencoder is passed in
     from slimdiff.models.autoencoders import Autoencoder
 
 SHARD_SIZE = 4096  # latents per shard file
 
 
-def source_fingerprint(source: str, size: int, seed: int, length: int | None, image_column: str) -> str:
-    """A digest of a data source as `make_dataset` would read it; local files count by path, size and mtime."""
-    digest = hashlib.sha256(json.dumps([source, size, seed, length, image_column]).encode())
+def source_fingerprint(
+    source: str, size: int, seed: int, length: int | None, image_column: str, *, held_out: bool = False
+) -> str:
+    """A digest of a data source as `make_dataset` would read it (`held_out`: its held-out part); local files
+    count by path, size and mtime, built-in crops by the revision of their rule."""
+    parts = [source, size, seed, length, image_column]
+    if source.startswith("builtin:"):  # crops of the old rule, or of the other region, are other images
+        parts += [CROP_RULE, held_out]
+    digest = hashlib.sha256(json.dumps(parts).encode())
     path = Path(source).expanduser()
     if path.is_dir():
         for file in sorted(p for p in path.rglob("*") if p.is_file()):

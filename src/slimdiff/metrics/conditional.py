@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from slimdiff.data.datasets import draw_items
+from slimdiff.data.datasets import draw_held_out
 from slimdiff.errors import DataError
 from slimdiff.metrics import fid
 from slimdiff.metrics.spectrum import spectrum_error
@@ -85,9 +85,9 @@ def labelled_held_out(
     """(images, labels, class names) of the `n` held-out real images of `source` — the images
     `held_out_images(source, size, n, seed)` returns, in the same order. Raises DataError when the source
     has no classes (e.g. a folder without class subfolders)."""
-    items, dataset = draw_items(
-        source, size, n, seed + 1, skipped=[], conditioning="class", label_column=label_column
-    )  # seed + 1: the held-out rule of `held_out_images`; unreadable files were counted by that draw
+    items, dataset = draw_held_out(
+        source, size, n, seed, skipped=[], conditioning="class", label_column=label_column
+    )  # unreadable files were counted by `held_out_images`' draw
     images = torch.stack([image for image, _ in items])
     return images, torch.tensor([label for _, label in items]), list(dataset.class_names)
 

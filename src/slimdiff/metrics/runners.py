@@ -62,7 +62,7 @@ def inception_scores(ev: Evaluation, which: str) -> dict:
         except fid.FIDUnavailable as error:
             raise Skip(str(error)) from None
         # the fingerprint covers a folder's files (path, size, mtime), so changed data is never served stale
-        data = source_fingerprint(o.data, o.size, o.seed + 1, len(ev.real), "image")
+        data = source_fingerprint(o.data, o.size, o.seed + 1, len(ev.real), "image", held_out=True)
         # and the extractor's weights: features of other Inception weights are other features
         key = {
             "data": data,
