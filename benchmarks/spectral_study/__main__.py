@@ -158,9 +158,7 @@ class Study:
                 grids.append(grid[:16])
             target = self.record["teacher"] if name == "teacher" else self.record["runs"][name]
             target["final"] = done
-            self.log(
-                f"final {name}: FD-FMNIST {done['samples']['fd_fmnist']:.2f}, high {done['eps']['high']:.5f}"
-            )
+            self.log(f"final {name}: {done['samples']}, high {done['eps']['high']:.5f}")
             self.save()
         if grids:  # one row of 16 per model: the teacher, then seed 0 of each arm in plan order
             save_grid(torch.cat(grids), self.out / "samples.png", nrow=16, upscale=2)

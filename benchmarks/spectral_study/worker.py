@@ -17,7 +17,7 @@ from slimdiff.config import Config, DataConfig, DistillConfig, RunConfig, TrainC
 from slimdiff.data.datasets import held_out_images
 from slimdiff.diffusion import add_noise, training_scheduler
 from slimdiff.metrics.eps_spectrum import eps_error_spectrum
-from slimdiff.metrics.fmnist import fd_fmnist_scores
+from slimdiff.metrics.fmnist import fd_fmnist_scores, fmnist_split
 from slimdiff.metrics.swd import swd
 from slimdiff.models.loading import load_unet
 from slimdiff.models.presets import tiny_norm_groups
@@ -131,13 +131,14 @@ def measure_eps(s: Settings, unet: torch.nn.Module) -> dict:
 
 
 def measure_samples(s: Settings, model: Path) -> tuple[dict, torch.Tensor]:
-    """FD-FMNIST against all 10 000 test images and SWD against `swd_real` of them, from `samples` images
+    """FD-FMNIST against all 10 000 test images (Fashion-MNIST only) and SWD against `swd_real` of them, from `samples` images
     drawn with fixed noise; returns the metrics and the first 64 samples."""
     pipe = load_pipeline(model).to(device())
     pipe.set_progress_bar_config(disable=True)
     fake = generate(pipe, s.samples, s.eval_seed, 500, num_inference_steps=s.sample_steps, sampler=s.sampler)
     real = test_images(s.test, s.size, s.fd_real, s.eval_seed + 1)
-    metrics = fd_fmnist_scores(real, fake, s.test, s.eval_seed + 1)
+    # FD-FMNIST only where the held-out images are Fashion-MNIST's test split (textures: SWD alone)
+    metrics = fd_fmnist_scores(real, fake, s.test, s.eval_seed + 1) if fmnist_split(s.test) == "test" else {}
     metrics["swd"] = swd(real[: s.swd_real], fake, seed=s.eval_seed)["mean"]
     return metrics, fake[:64]
 
