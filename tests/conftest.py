@@ -379,7 +379,7 @@ def _micro_config(run_dir: Path, *, steps: int = 4, every: int = 2, widths=(8, 1
         "model": "tiny-lite",
         "model_overrides": architecture,
         "data": {"source": "builtin:textures", "size": 16, "length": 64},
-        "train": {"steps": steps, "batch_size": 4, "warmup_steps": 2, "base_lr": 1e-4},
+        "train": {"steps": steps, "batch_size": 4, "warmup_steps": min(2, steps), "base_lr": 1e-4},
         "run": {"dir": str(run_dir), "checkpoint_every": every, "sample_every": 0, "log_every": 1},
     }
     for name, values in sections.items():
