@@ -165,8 +165,7 @@ def table(s: Settings, records: list[dict], planned: int) -> tuple[str, dict]:
     cpu = sum(r["train_cpu_s"] + r["eval_cpu_s"] for r in records)
     lines = [
         f"{len(records)} of {planned} planned runs finished; CPU time of the finished runs {cpu / 60:.0f} min "
-        "(1 thread per run; measured: the teacher ≈ 2 CPU-s per step at batch 16, so the whole study needs an "
-        "estimated ~100 CPU-minutes on this shared 2-core machine, more than the ~60 aimed for).",
+        "(1 thread per run, training and evaluation, as each run's JSON records it).",
         "",
         f"Settings: {json.dumps(asdict(s))}. Sampling: {s.sampler}, {s.sample_steps} steps, {s.samples} images "
         f"(seed {s.eval_seed}) against all {s.real} real test images; mean ± std over seeds.",
