@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,17 @@ def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Ima
 def save_grid(
     images: torch.Tensor, path: str | Path, nrow: int | None = None, upscale: int = 1, padding: int = 2
 ) -> Path:
-    """Write a PNG grid of `images`; `upscale` enlarges small images (nearest) so a person can see them."""
+    """Write a PNG grid of `images`; `upscale` enlarges small images (nearest) so a person can see them. Written
+    beside `path` and renamed into place: a process stopped mid-write leaves no truncated PNG."""
     picture = grid(images, nrow, padding)
     if upscale > 1:
         picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
