@@ -152,19 +152,28 @@ def _tiny_unet(
 
 
 def _tiny_condition_unet(
-    seed: int = 0, *, classes: int | None = 5, channels: int = 3, size: int = 8, widths=(8, 16), **overrides
-) -> SlimUNet2DConditionModel:
-    """A cross-attention UNet: class-context with `classes` classes (+ the "no class" row), text-style when None."""
+    seed: int = 0,
+    *,
+    classes: int | None = 5,
+    channels: int = 3,
+    size: int = 8,
+    widths=(8, 16),
+    cls: type[ModelMixin] = SlimUNet2DConditionModel,
+    **overrides,
+) -> ModelMixin:
+    """A cross-attention UNet: class-context with `classes` classes (+ the "no class" row), text-style when None;
+    `cls` may be a plain diffusers UNet2DConditionModel (text-style only: it has no class-context table)."""
     config = {
         "sample_size": size,
         "in_channels": channels,
         "out_channels": channels,
         **_architecture(widths, attention="CrossAttn"),
         "cross_attention_dim": 12,
-        "num_context_classes": classes,
     }
+    if classes is not None:
+        config["num_context_classes"] = classes
     torch.manual_seed(seed)
-    return SlimUNet2DConditionModel(**{**config, **overrides}).eval()
+    return cls(**{**config, **overrides}).eval()
 
 
 def _unet_inputs(model: ModelMixin, batch: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -188,7 +197,8 @@ def tiny_unet():
 
 @pytest.fixture(scope="session")
 def tiny_condition_unet():
-    """`tiny_condition_unet(seed=0, classes=5, channels=3, size=8, widths=(8, 16), **overrides)`."""
+    """`tiny_condition_unet(seed=0, classes=5, channels=3, size=8, widths=(8, 16), cls=SlimUNet2DConditionModel,
+    **overrides)`."""
     return _tiny_condition_unet
 
 

@@ -18,7 +18,7 @@ from slimdiff.models.presets import (
     get_preset,
     tiny_norm_groups,
 )
-from slimdiff.models.unet import SlimUNet2DConditionModel, zero_init_residuals
+from slimdiff.models.unet import zero_init_residuals
 
 TINY = [name for name in PRESETS if name.startswith("tiny-")]
 
@@ -76,19 +76,8 @@ def test_zero_init_gives_gradients_and_learns_from_the_first_steps():
     assert unet.conv_out.weight.grad.abs().sum() > 0
 
 
-def test_cross_attention_models_zero_the_transformer_output_but_not_its_inner_attention():
-    unet = SlimUNet2DConditionModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=8,
-        attention_head_dim=4,
-    )
+def test_cross_attention_models_zero_the_transformer_output_but_not_its_inner_attention(tiny_condition_unet):
+    unet = tiny_condition_unet(classes=None, size=16, cross_attention_dim=8)
     zero_init_residuals(unet)
     transformer = unet.down_blocks[1].attentions[0]
     assert transformer.proj_out.weight.abs().max() == 0

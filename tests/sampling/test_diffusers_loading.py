@@ -250,27 +250,21 @@ def test_from_pipe_keeps_every_component(saved, tiny_pipeline, tiny_unet, tiny_k
 # --- plain and slim classes ----------------------------------------------------------------------------------------
 
 
-def _plain_condition_unet() -> UNet2DConditionModel:
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        attention_head_dim=4,
-        norm_num_groups=4,
-        cross_attention_dim=12,
-    ).eval()
-
-
 @pytest.mark.parametrize("slim_cls", [SlimUNet2DModel, SlimUNet2DConditionModel])
 def test_a_plain_config_stays_plain_in_a_slim_class(
-    tmp_path, tiny_unet, unet_inputs, unet_output, assert_same_parameters, assert_outputs_close, slim_cls
+    tmp_path,
+    tiny_unet,
+    tiny_condition_unet,
+    unet_inputs,
+    unet_output,
+    assert_same_parameters,
+    assert_outputs_close,
+    slim_cls,
 ):
-    plain = tiny_unet(cls=UNet2DModel) if slim_cls is SlimUNet2DModel else _plain_condition_unet()
+    if slim_cls is SlimUNet2DModel:
+        plain = tiny_unet(cls=UNet2DModel)
+    else:
+        plain = tiny_condition_unet(classes=None, cls=UNet2DConditionModel)
     inputs = unet_inputs(plain)
     if slim_cls is SlimUNet2DConditionModel:
         inputs["encoder_hidden_states"] = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(0))

@@ -165,24 +165,10 @@ def test_page_generates_in_a_real_browser(server, browser):
     assert "steps must lie in" in error and "Traceback" not in error
 
 
-def test_class_conditional_model_takes_label_and_guidance(tmp_path):
-    from slimdiff.models.unet import SlimUNet2DConditionModel
+def test_class_conditional_model_takes_label_and_guidance(tiny_condition_unet):
     from slimdiff.serve.server import BadRequest, Generator
 
-    torch.manual_seed(0)
-    unet = SlimUNet2DConditionModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        attention_head_dim=4,
-        norm_num_groups=4,
-        cross_attention_dim=12,
-        num_context_classes=5,
-    ).eval()
+    unet = tiny_condition_unet(classes=5)
     pipe = SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler())
     pipe.set_progress_bar_config(disable=True)
     generator = Generator(pipe)
