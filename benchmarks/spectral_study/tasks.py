@@ -11,6 +11,7 @@ import torch
 from benchmarks.spectral_study import worker
 from benchmarks.spectral_study.plan import ARMS, Run, Settings
 from slimdiff.models.loading import load_unet
+from slimdiff.sampling.pipeline import load_pipeline
 
 
 def start_worker() -> None:
@@ -59,6 +60,7 @@ def student_round(s: Settings, run: Run, work: Path, steps: int, lam: float) -> 
 
 def final_evaluation(s: Settings, folder: Path) -> dict:
     """The full measures of a finished model: ε-error and the sample metrics, with 64 samples for a grid."""
-    eps = worker.measure_eps(s, _ema_unet(folder))
-    metrics, grid = worker.measure_samples(s, folder / "model")
+    pipe = load_pipeline(folder / "model").to(worker.device())  # loaded once: its UNet is the EMA model
+    eps = worker.measure_eps(s, pipe.unet)
+    metrics, grid = worker.measure_samples(s, pipe)
     return {"eps": eps, "samples": metrics, "grid": grid}

@@ -22,7 +22,6 @@ from slimdiff.metrics.swd import swd
 from slimdiff.models.loading import load_unet
 from slimdiff.models.presets import tiny_norm_groups
 from slimdiff.sampling.generate import generate
-from slimdiff.sampling.pipeline import load_pipeline
 from slimdiff.training.checkpoint import list_checkpoints
 from slimdiff.training.distillation import SpectralDistillation
 
@@ -93,7 +92,7 @@ def train_round(cfg: Config) -> float:
     return time.perf_counter() - start
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)  # ε images, FD/SWD reals, probe batches: each read once per process
 def test_images(source: str, size: int, n: int, seed: int) -> torch.Tensor:
     return held_out_images(source, size, n, seed=seed)
 
@@ -130,10 +129,9 @@ def measure_eps(s: Settings, unet: torch.nn.Module) -> dict:
     }
 
 
-def measure_samples(s: Settings, model: Path) -> tuple[dict, torch.Tensor]:
+def measure_samples(s: Settings, pipe) -> tuple[dict, torch.Tensor]:
     """FD-FMNIST against all 10 000 test images (Fashion-MNIST only) and SWD against `swd_real` of them, from `samples` images
-    drawn with fixed noise; returns the metrics and the first 64 samples."""
-    pipe = load_pipeline(model).to(device())
+    drawn with fixed noise by `pipe` (on its device); returns the metrics and the first 64 samples."""
     pipe.set_progress_bar_config(disable=True)
     fake = generate(pipe, s.samples, s.eval_seed, 500, num_inference_steps=s.sample_steps, sampler=s.sampler)
     real = test_images(s.test, s.size, s.fd_real, s.eval_seed + 1)
