@@ -90,7 +90,8 @@ def judge(record: dict) -> dict:
         row["holm_level"] = level
     below = [r["mean"] < 0 and r["holm_high"] < 0 for r in family]
     share = gap_closed(by_seed(record, "SD", "high"), lite_high, teacher["eps"]["high"])
-    low_ok = rows[len(COMPARISONS) + 3]["high"] <= -rows[0]["mean"]
+    low = next(r for r in rows if r["name"] == "SD − Lite, low")
+    low_ok = low["high"] <= -rows[0]["mean"]
     preconditions = all(holds is True for _, holds in pre.values())
     if not preconditions:
         word = "untestable at this scale"
