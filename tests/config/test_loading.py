@@ -57,3 +57,21 @@ def test_aliases_of_plain_values_still_work(tmp_path):
 def test_an_alias_bomb_in_an_override_is_refused_too():
     with pytest.raises(ConfigError, match="override 'train.adam_betas=.*aliases of plain values only"):
         load_config(None, ["train.adam_betas=[&a [1, 2], *a]"])
+
+
+def test_dotted_keys_names_leaves_as_set_does_and_drops_lists_only_when_asked():
+    from slimdiff.config import dotted_keys
+
+    tree = {"train": {"steps": 3, "lr": 0.1}, "distill": {"positions": ["output"], "extra": {}}, "seed": 0}
+    assert dotted_keys(tree) == {
+        "train.steps": 3,
+        "train.lr": 0.1,
+        "distill.positions": ["output"],
+        "distill.extra": {},
+        "seed": 0,
+    }
+    assert "distill.positions" not in dotted_keys(tree, keep_lists=False)
+    # the names are the ones --set takes: setting one changes exactly that key
+    before = dotted_keys(load_config(None).to_dict())
+    after = dotted_keys(load_config(None, ["train.steps=7"]).to_dict())
+    assert {key for key in before if before[key] != after[key]} == {"train.steps"}

@@ -84,8 +84,8 @@ def eval_command(
 ) -> None:
     """Score a model or a folder of images: FID/KID, SWD, spectra, ε-error spectrum, MACs, throughput.
     Exits 1 when none of the requested metrics could be computed."""
+    from slimdiff.config import dotted_keys
     from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
-    from slimdiff.metrics.summary import flatten
     from slimdiff.metrics.sweep import evaluate_sweep, parse_scales
 
     with user_errors():
@@ -131,7 +131,7 @@ def eval_command(
         prefix = f"w={report['guidance']:g} " if len(reports) > 1 else ""
         for name, why in report["skipped"].items():
             say(f"{prefix}skipped {name}: {why}", style="yellow", stderr=True)
-        for key, value in flatten(report["results"]).items():
+        for key, value in dotted_keys(report["results"], keep_lists=False).items():
             name = prefix + key
             say(f"{name:36s} {value:.6g}" if isinstance(value, float) else f"{name:36s} {value}")
         if report["per_class"]:

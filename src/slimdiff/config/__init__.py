@@ -1,7 +1,7 @@
 """Run configuration: YAML → validated dataclasses. `sections` holds the dataclasses and every rule about a
 setting; `loading` reads YAML and `--set` overrides into them."""
 
-from slimdiff.config.loading import apply_overrides, from_dict, load_config
+from slimdiff.config.loading import apply_overrides, dotted_keys, from_dict, load_config
 from slimdiff.config.sections import (
     DISTILL_POSITIONS,
     LR_SCHEDULES,
@@ -28,6 +28,7 @@ __all__ = [
     "DistillConfig",
     "RunConfig",
     "TrainConfig",
+    "dotted_keys",
     "apply_overrides",
     "from_dict",
     "load_config",

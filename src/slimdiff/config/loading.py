@@ -129,6 +129,18 @@ def from_dict(cls: type, data: dict, where: str = ""):
     return cls(**values)
 
 
+def dotted_keys(tree: dict, keep_lists: bool = True, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} → {"a.b": 1}, the names `--set` takes; an empty dict stays a value. Lists are values
+    too, or left out with `keep_lists=False` (an evaluation's per-bucket tables)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(dotted_keys(value, keep_lists, f"{prefix}{key}."))
+        elif keep_lists or not isinstance(value, list):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """`data` with `key.sub=value` overrides applied (values parsed as YAML: 10, 1e-4, true, null,
     tiny-sd)."""

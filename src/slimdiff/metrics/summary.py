@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from slimdiff.config import dotted_keys
+
 # the sample scores shown as table columns (metrics.json key → header), in this order
 SCORE_COLUMNS = {"fid": "FID", "kid": "KID", "swd": "SWD×10³", "spectrum_error": "spectrum err low · high"}
 
@@ -19,17 +21,6 @@ def score_cell(column: str, value) -> str:
     return f"{value:.4g}"
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} → {"a.b": 1}; lists (per-bucket tables) are left out."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        elif not isinstance(value, list):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def summary(options, results: dict, skipped: dict, plots: dict, tables: dict, unreadable: list[str]) -> str:
     lines = [f"# Evaluation of `{options.target}`", "", f"- data: `{options.data}`"]
     lines += [
@@ -45,7 +36,7 @@ def summary(options, results: dict, skipped: dict, plots: dict, tables: dict, un
     if unreadable:
         lines.append(f"- unreadable files skipped: {len(unreadable)}")
     lines += ["", "| metric | value |", "|---|---|"]
-    for key, value in flatten(results).items():
+    for key, value in dotted_keys(results, keep_lists=False).items():
         lines.append(f"| {key} | {value:.6g} |" if isinstance(value, float) else f"| {key} | {value} |")
     for title, rows in tables.items():
         lines += ["", f"{title}:", "", *rows]

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from slimdiff.config import Config, ConfigError, load_config
+from slimdiff.config import Config, ConfigError, dotted_keys, load_config
 from slimdiff.errors import TrainingError
 
 LOCK = ".lock"
@@ -27,16 +27,6 @@ RESUMABLE_CHANGES = {
 }
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def check_resume_config(run_dir: Path, config: Config) -> None:
     """Refuse a resume whose config differs from the run's `config.yaml` in a setting a resume cannot change;
     one line names the key and both values. Reads only: a refusal leaves the run folder as it was."""
@@ -44,10 +34,10 @@ def check_resume_config(run_dir: Path, config: Config) -> None:
     if not saved_path.is_file():
         return  # a checkpoint named directly, outside any run folder: nothing to compare with
     try:
-        saved = _flat(load_config(saved_path, cls=type(config)).to_dict())
+        saved = dotted_keys(load_config(saved_path, cls=type(config)).to_dict())
     except ConfigError as error:
         raise TrainingError(f"cannot resume: the run's {saved_path} is damaged ({error})") from None
-    asked = _flat(config.to_dict())
+    asked = dotted_keys(config.to_dict())
     for key in sorted(saved.keys() | asked.keys()):
         if key in RESUMABLE_CHANGES or saved.get(key) == asked.get(key):
             continue
