@@ -20,6 +20,7 @@ from diffusers import AutoModel, DiffusionPipeline, UNet2DConditionModel, UNet2D
 
 import slimdiff
 from slimdiff.diffusion import training_scheduler
+from slimdiff.errors import ModelError
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
@@ -229,7 +230,7 @@ def test_variant_device_map_and_hub_keywords_are_accepted(saved, tmp_path, asser
 def test_slimdiff_loads_safetensors_only_unless_told_otherwise(saved, tmp_path):
     pipe, _ = saved
     pipe.save_pretrained(tmp_path / "pickled", safe_serialization=False)
-    with pytest.raises(OSError, match="safetensors"):
+    with pytest.raises(ModelError, match="only pickled .bin weights.*use_safetensors=False"):
         SlimDiffusionPipeline.from_pretrained(tmp_path / "pickled")
     assert type(SlimDiffusionPipeline.from_pretrained(tmp_path / "pickled", use_safetensors=False).unet) is (
         SlimUNet2DModel

@@ -60,7 +60,30 @@ def no_loading_bar():
             logging.enable_progress_bar()
 
 
-def download(pipeline_class, source: str, kwargs: dict) -> str:
+def local_folder(pipeline_class, source: str, kwargs: dict) -> tuple[Path, dict]:
+    """(folder, its model_index.json) of the folder `source` or the local snapshot of hub repository `source`,
+    after `check_safe_weights` unless `kwargs` has use_safetensors=False."""
+    folder = Path(source if Path(source).is_dir() else _download(pipeline_class, source, kwargs))
+    index = pipeline_class.load_config(str(folder))
+    if kwargs.get("use_safetensors") is not False:
+        check_safe_weights(folder, index)
+    return folder, index
+
+
+def check_safe_weights(folder: Path, index: dict) -> None:
+    """Refuse a pipeline folder where a component holds pickled .bin weights and no safetensors: unpickling can
+    run code, so slimdiff loads .bin only when the caller passes `use_safetensors=False` and never falls back to
+    it (diffusers' own `DiffusionPipeline.from_pretrained` does, with a warning)."""
+    for name in sorted(k for k in index if not k.startswith("_")):
+        part = folder / name
+        if part.is_dir() and any(part.glob("*.bin")) and not any(part.glob("*.safetensors")):
+            raise ModelError(
+                f"{part} holds only pickled .bin weights, which can run code when loaded; re-save the pipeline "
+                "with safetensors (save_pretrained's default), or pass use_safetensors=False if you trust it"
+            )
+
+
+def _download(pipeline_class, source: str, kwargs: dict) -> str:
     """The local snapshot of hub repository `source` (diffusers' own download: variants, safetensors, cache,
     offline mode), or for a repository saved by slimdiff 0.1 — which diffusers refuses for its module-path entry
     — a plain snapshot of its model_index.json, configs, scheduler and safetensors weights."""

@@ -37,7 +37,7 @@ from slimdiff.errors import loading
 from slimdiff.models.inputs import sample_hw
 from slimdiff.models.loading import FOLDER_FIX, check_finite, load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
-from slimdiff.sampling.folders import diffusers_entry, download, foreign_components, no_loading_bar
+from slimdiff.sampling.folders import diffusers_entry, foreign_components, local_folder, no_loading_bar
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
 from slimdiff.sampling.init_image import image_timesteps, prepare_init, resolve_strength
 from slimdiff.sampling.solvers import (
@@ -81,7 +81,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         if is_bare_noise_schedule(scheduler):
             scheduler = sampling_defaults(scheduler.config, pixel_space=vae is None)
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
-        self._interrupt, self._num_timesteps = False, 0
+        self._interrupt, self._num_timesteps, self._guidance_scale = False, 0, None
 
     def register_to_config(self, **kwargs):
         # components whose class slimdiff registered with diffusers are recorded as ["diffusers", class]
@@ -98,8 +98,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         """
         kwargs.setdefault("use_safetensors", True)
         source = str(pretrained_model_name_or_path)
-        folder = Path(source if Path(source).is_dir() else download(cls, source, kwargs))
-        index = cls.load_config(str(folder))
+        folder, index = local_folder(cls, source, kwargs)
         with no_loading_bar():
             if index.get("_class_name") == cls.__name__:
                 pipe = super().from_pretrained(str(folder), **kwargs)
@@ -112,6 +111,12 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         """Set `pipe._interrupt = True` in a step-end callback to stop after that step (as in diffusers)."""
         return self._interrupt
+
+    @property
+    def guidance_scale(self) -> float | None:
+        """w of the current or last call; a step-end callback may set `pipe._guidance_scale` for the steps after
+        it (as in diffusers)."""
+        return self._guidance_scale
 
     @property
     def num_timesteps(self) -> int:
@@ -222,7 +227,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         }
         # an image's trajectory switches to the teacher at the timestep plain sampling does
         models = stitch_plan(self.unet, stitch, len(scheduler.timesteps))[begin:]
-        self._interrupt, self._num_timesteps = False, len(timesteps)
+        self._interrupt, self._num_timesteps, self._guidance_scale = False, len(timesteps), guidance_scale
         noise = latents.to(device, dtype)
         x = noise * scheduler.init_noise_sigma if init is None else init.start(scheduler, noise, timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
@@ -232,7 +237,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             if uncond is None:
                 out = denoiser_output(models[i], x_in, t, cond)
             else:
-                out = guided_output(models[i], x_in, t, cond, uncond, guidance_scale)
+                out = guided_output(models[i], x_in, t, cond, uncond, self._guidance_scale)
             if clip_x0:
                 out = clip_prediction(out, x_in, alpha_bar_at(scheduler, t).to(x_in), prediction_type)
             x = scheduler.step(out, t, x, **extra).prev_sample
