@@ -82,10 +82,17 @@ def start(generator, host: str = "127.0.0.1"):
 
 
 @pytest.fixture(scope="module")
-def live(pair):
-    url, stop = start(load_generator(*pair))
-    yield url
+def served(pair):
+    """(url, generator) of a live server for the student and teacher of `pair`."""
+    generator = load_generator(*pair)
+    url, stop = start(generator)
+    yield url, generator
     stop()
+
+
+@pytest.fixture(scope="module")
+def live(served):
+    return served[0]
 
 
 def events(lines) -> list[dict]:

@@ -7,6 +7,7 @@ import base64
 import inspect
 import io
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -244,3 +245,21 @@ def test_concurrent_page_requests_are_answered_while_a_generation_runs(live, gat
     assert httpx.get(live + "/api/info", timeout=10).status_code == 200  # the event loop is not blocked
     gate.open()
     assert done.wait(30)
+
+
+def test_a_page_that_goes_away_cancels_its_generation(served, gate):
+    url, generator = served
+    with httpx.Client(base_url=url, timeout=60) as http:
+        with http.stream("POST", "/api/generate", json={"sampler": "ddim", "steps": 50}) as response:
+            next(response.iter_lines())
+            assert gate.reached.wait(30)
+        # the stream is closed while the run is held: the server cancels it
+        deadline = time.monotonic() + 30
+        while not generator.cancelled.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert generator.cancelled.is_set()
+        gate.open()
+        assert generator.busy.acquire(timeout=30)  # the worker stopped after that step and let go
+        generator.busy.release()
+        answer = http.post("/api/generate", json={"sampler": "ddim", "steps": 1})
+        assert answer.status_code == 200 and events(answer.text.splitlines())[-1]["event"] == "done"

@@ -162,11 +162,14 @@ def _event_stream(generator: Generator, job) -> StreamingResponse:
             emit(None)
 
     async def events():
+        finished = False
         try:
             while (event := await queue.get()) is not None:
                 yield f"event: {event['event']}\ndata: {json.dumps(event)}\n\n"
+            finished = True
         finally:
-            generator.cancel()  # a no-op once the job is over; else the page left
+            if not finished:  # the page went away: stop its job (and never the next one)
+                generator.cancel()
 
     threading.Thread(target=work, daemon=True, name="slimdiff-generate").start()
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
