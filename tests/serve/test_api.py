@@ -213,7 +213,7 @@ def test_class_names_fill_the_dropdown_and_labels_are_checked(tiny_condition_une
     info = generator.info()
     assert info["class_names"] == ["cat", "dog", "owl"] and info["guidance"]
     job = generator.prepare(generator_request(steps=2, label=2, guidance=2.0))
-    assert job.call["class_labels"] == 2 and job.call["guidance_scale"] == 2.0
+    assert job.call["class_labels"] == 2 and job.call["guidance_scale"] == 2.0 and job.condition == "owl"
     with pytest.raises(BadRequest, match=r"label must lie in \[0, 2\], got 3"):
         generator.prepare(generator_request(steps=2, label=3))
     # names that do not match the model's classes are not shown as if they did

@@ -6,6 +6,7 @@ is set (how the README's are made), so a test run never changes the checkout."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import time
@@ -163,3 +164,48 @@ def test_cancel_from_the_page(page, browser, gate):
     wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("cancelled"))
     assert browser.find_element(By.ID, "generate").is_enabled()
     assert not browser.find_elements(By.CSS_SELECTOR, "#results figure")  # no half-made column is left
+
+
+@pytest.fixture(scope="module")
+def class_page(tmp_path_factory, tiny_condition_unet):
+    """A class-conditional model saved with its class names, served alone."""
+    from slimdiff.diffusion import training_scheduler
+    from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+
+    folder = tmp_path_factory.mktemp("classes") / "animals"
+    pipe = SlimDiffusionPipeline(unet=tiny_condition_unet(classes=3), scheduler=training_scheduler())
+    pipe.save_pretrained(folder)
+    (folder / "class_names.json").write_text(json.dumps(["cat", "dog", "owl"]))
+    url, stop = start(load_generator(str(folder)))
+    yield url
+    stop()
+
+
+def test_class_names_and_an_uploaded_image(class_page, browser, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(class_page + "/")
+    button = wait.until(ready.element_to_be_clickable((By.ID, "generate")))
+    classes = Select(browser.find_element(By.ID, "label"))
+    assert [o.text for o in classes.options] == ["cat (0)", "dog (1)", "owl (2)"]
+    classes.select_by_visible_text("owl (2)")
+    assert not browser.find_element(By.ID, "stitch-box").is_displayed()  # no teacher, no stitching
+    upload = tmp_path / "start.png"
+    Image.new("RGB", (40, 24), (200, 30, 30)).save(upload)
+    browser.find_element(By.ID, "init").send_keys(str(upload))
+    wait.until(lambda d: d.find_element(By.ID, "init-settings").is_displayed())
+    strength = browser.find_element(By.ID, "strength")
+    strength.clear()
+    strength.send_keys("0.5")
+    button.click()
+    wait.until(lambda d: d.find_element(By.ID, "status").text == "done")
+    caption = browser.find_element(By.CSS_SELECTOR, "figcaption").text
+    assert (
+        caption.startswith("animals · owl · dpm++ · 20 steps")
+        and "from the uploaded image, strength 0.5" in caption
+    )
+    assert browser.find_element(By.ID, "speedup").text == ""  # nothing to compare with

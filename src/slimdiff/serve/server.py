@@ -73,6 +73,7 @@ class Job:
     request: GenerateRequest
     call: dict
     runs: list[tuple[str, object, dict]] = field(default_factory=list)  # (role, pipeline, extra arguments)
+    condition: str | None = None  # what the images were asked for: a class name or number, a prompt
 
 
 class Generator:
@@ -120,6 +121,7 @@ class Generator:
     def prepare(self, request: GenerateRequest) -> Job:
         """The runs of `request`, every setting checked against the models (BadRequest with one line)."""
         call = {"sampler": request.sampler, "num_inference_steps": request.steps}
+        condition = None
         if self.condition == "encoder_hidden_states":
             if self.encoder is None:
                 raise BadRequest(
@@ -129,11 +131,13 @@ class Generator:
                 self.encoder, request.prompt, request.negative_prompt
             )
             call["per_image"] = {"prompt_embeds": embeds.expand(request.n, -1, -1)}
+            condition = repr(request.prompt)
         if self.classes:
             label = request.label or 0
             if label >= self.classes:
                 raise BadRequest(f"label must lie in [0, {self.classes - 1}], got {label}")
             call["class_labels"] = label
+            condition = self.labels[label] if self.labels else f"class {label}"
         elif request.label is not None:
             raise BadRequest("this model is not class-conditional: send no label")
         if request.guidance is not None:
@@ -147,7 +151,7 @@ class Generator:
             call["strength"] = resolve_strength(call["image"], None, request.strength)  # diffusers' default
         elif request.strength is not None:
             raise BadRequest("strength needs an init_image")
-        job = Job(request, call, [("student", self.student, {})])
+        job = Job(request, call, [("student", self.student, {})], condition)
         if self.teacher is not None:
             job.runs.append(("teacher", self.teacher, {}))
             fraction = request.stitch
@@ -218,6 +222,7 @@ class Generator:
                     "sampler": request.sampler,
                     "steps": request.steps,
                     "seed": request.seed,
+                    "condition": job.condition,
                     "stitch": request.stitch if role == "stitched" else None,
                     "strength": job.call.get("strength"),
                     "seconds": round(seconds[role], 3),
