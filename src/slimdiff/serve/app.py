@@ -229,8 +229,14 @@ def make_app(generator: Generator, host: str = "127.0.0.1", port: int = 7860) ->
 
 def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 7860):
     """(uvicorn server, its listening socket) for `generator` on (host, port); port 0 picks a free one
-    (`sock.getsockname()`). Run it with `server.run(sockets=[sock])`."""
+    (`sock.getsockname()`). Run it with `server.run(sockets=[sock])`; Ctrl-C cancels a running generation,
+    so that its event stream ends and the server stops."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            generator.cancel()
+            super().handle_exit(sig, frame)
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -241,6 +247,5 @@ def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 7860)
         raise ModelError(
             f"cannot listen on {host}:{port}: {error.strerror or error}; pick another --port"
         ) from None
-    bound = sock.getsockname()[1]
-    config = uvicorn.Config(make_app(generator, host, bound), log_level="warning", timeout_keep_alive=5)
-    return uvicorn.Server(config), sock
+    app = make_app(generator, host, sock.getsockname()[1])
+    return Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5)), sock
