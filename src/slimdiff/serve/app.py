@@ -108,7 +108,7 @@ class Guard:
                     body += message.get("body", b"")
                     if message["type"] == "http.disconnect" or not message.get("more_body"):
                         break
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
                 return await one_line(408, f"the request body did not arrive within {BODY_SECONDS:g} s")(
                     scope, receive, send
                 )
