@@ -263,3 +263,21 @@ def test_a_page_that_goes_away_cancels_its_generation(served, gate):
         generator.busy.release()
         answer = http.post("/api/generate", json={"sampler": "ddim", "steps": 1})
         assert answer.status_code == 200 and events(answer.text.splitlines())[-1]["event"] == "done"
+
+
+def test_a_text_model_takes_a_prompt_and_a_negative_prompt(tmp_path, tiny_condition_unet, tiny_clip):
+    from slimdiff.diffusion import training_scheduler
+    from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+
+    folder = tmp_path / "texts"
+    unet = tiny_condition_unet(classes=None, cross_attention_dim=32)
+    SlimDiffusionPipeline(unet=unet, scheduler=training_scheduler()).save_pretrained(folder)
+    tiny_clip(folder)
+    client = TestClient(make_app(load_generator(str(folder)), "127.0.0.1", 80), base_url="http://127.0.0.1")
+    info = client.get("/api/info").json()
+    assert info["text"] and info["guidance"] and info["classes"] is None
+    ask = {"sampler": "ddim", "steps": 2, "prompt": "a cat", "guidance": 3.0}
+    plain = next(e for e in generate(client, **ask)[1] if e["event"] == "result")
+    assert plain["condition"] == "'a cat'"
+    steered = next(e for e in generate(client, **ask, negative_prompt="a dog")[1] if e["event"] == "result")
+    assert steered["images"] != plain["images"]  # guidance steers away from the negative prompt
