@@ -52,6 +52,7 @@ from slimdiff.sampling.solvers import (
 from slimdiff.sampling.stitching import check_stitch, stitch_plan
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+DEFAULT_STEPS = 50  # a call's steps when neither it nor the model (default_steps) gives them
 
 
 class SlimDiffusionPipeline(DiffusionPipeline):
@@ -76,11 +77,14 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         unet: SlimUNet2DModel | SlimUNet2DConditionModel | UNet2DModel | UNet2DConditionModel,
         scheduler: SchedulerMixin,
         vae: VQModel | AutoencoderKL | None = None,
+        default_steps: int | None = None,
     ):
         super().__init__()
         if is_bare_noise_schedule(scheduler):
             scheduler = sampling_defaults(scheduler.config, pixel_space=vae is None)
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
+        # saved in model_index.json: a step-distilled model samples in its own N steps with no arguments
+        self.register_to_config(default_steps=default_steps)
         self._interrupt, self._num_timesteps = False, 0
 
     def register_to_config(self, **kwargs):
@@ -122,7 +126,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int = 1,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         sampler: str | None = None,
         eta: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -144,6 +148,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput | tuple:
         """Sample images.
 
+        num_inference_steps: solver steps; None: the model's own (`default_steps` in model_index.json, set for a
+            step-distilled model), else 50.
         sampler: None samples with `self.scheduler` exactly as set (any diffusers scheduler that runs on the model's
             DDPM noise schedule; others are refused with the reason), or a preset name from
             `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler) built from the stored
@@ -170,6 +176,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
+        if num_inference_steps is None:
+            num_inference_steps = self.config.get("default_steps") or DEFAULT_STEPS
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):

@@ -24,6 +24,7 @@ from diffusers import (
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     PNDMScheduler,
     SchedulerMixin,
     UniPCMultistepScheduler,
@@ -90,6 +91,15 @@ def sampling_defaults(config: dict, pixel_space: bool) -> DDPMScheduler:
     return DDPMScheduler.from_config(
         config, timestep_spacing="trailing", clip_sample=False, thresholding=pixel_space, sample_max_value=1.0
     )
+
+
+def consistency_scheduler(config: dict, grid: int) -> LCMScheduler:
+    """LCMScheduler on the noise schedule in `config` (a model's saved sampling settings): multistep consistency
+    sampling on the `grid`-point timestep grid a consistency student was distilled on. Its c_skip / c_out are
+    the boundary condition of that student's consistency function (`training/steps.py`)."""
+    accepted = inspect.signature(LCMScheduler.__init__).parameters  # DDPM's variance_type is not among them
+    own = {k: v for k, v in dict(config).items() if k in accepted}
+    return LCMScheduler.from_config(own, original_inference_steps=grid)
 
 
 def is_bare_noise_schedule(scheduler: SchedulerMixin) -> bool:
