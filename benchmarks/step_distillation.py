@@ -9,14 +9,15 @@ and take the same batches, learning rate and AdamW; each trains until its proces
 `--minutes` (CPU time, not wall time: the machine is shared). Then 256 samples at 4 and 2 calls (the same
 noise) are scored by SWD ×10³ against 256 held-out real crops.
 
-- cd: `training.steps.ConsistencyDistillation` (the library objective), λ_s = 1, λ_f = 0; sampled with the
-  LCMScheduler it exports.
+- cd: `training.steps.ConsistencyDistillation` (the library objective), λ_s = 1, λ_f = 0 (or --lambda-freq);
+  sampled with the LCMScheduler it exports.
 - pd: progressive distillation written out here (it lost, so it is not in the library): the student keeps
   the ε parameterisation; in round r it learns in one DDIM step what its teacher (the big teacher in round 1,
   the previous round's student after) does in two, on the trailing grid of N_r = 8, 4, 2 steps; the loss is
   Salimans & Ho's x̂0 loss with truncated-SNR weight max(SNR, 1). The time is split equally over the rounds;
   the 4-call number is round 2's student, the 2-call number round 3's. Sampled with DDIM (η = 0, trailing).
-- baselines: the slim student with DDIM-50, DPM-Solver++ and UniPC at 4 and 2 calls, and the teacher DDIM-50.
+- baselines: the slim student with DDIM-50 (its own many-step SWD), DDIM, DPM-Solver++ and UniPC at 4 and 2
+  calls.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS
-from slimdiff.config import DistillConfig
+from slimdiff.config import CONSISTENCY_GRID, DistillConfig
 from slimdiff.data.datasets import held_out_images, make_dataset
 from slimdiff.diffusion import add_noise, ddim_step, predict_x0
 from slimdiff.metrics.swd import swd
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
+from slimdiff.sampling.solvers import consistency_scheduler
 from slimdiff.training.steps import ConsistencyDistillation
 
 BATCH, LR, N_EVAL = 32, 1e-4, 256
@@ -61,13 +63,9 @@ def trailing(n: int) -> list[int]:
     return [int(v) for v in np.round(np.arange(1000, 0, -1000 / n)) - 1] + [-1]
 
 
-def train_cd(student, teacher, scheduler, seconds: float, seed: int) -> dict:
-    objective = ConsistencyDistillation(
-        student,
-        teacher,
-        DistillConfig(steps=4, positions=("output",), lambda_spatial=1.0, lambda_freq=0.0),
-        scheduler,
-    )
+def train_cd(student, teacher, scheduler, seconds: float, seed: int, lambda_freq: float) -> dict:
+    settings = DistillConfig(steps=4, positions=("output",), lambda_spatial=1.0, lambda_freq=lambda_freq)
+    objective = ConsistencyDistillation(student, teacher, settings, scheduler)
     optimizer = torch.optim.AdamW(student.parameters(), lr=LR)
     start = time.process_time()
     for steps, (x0, g) in enumerate(batches(seed), 1):
@@ -118,11 +116,12 @@ def main() -> None:
     parser.add_argument("--student", required=True)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lambda-freq", type=float, default=0.0, help="cd: λ_f (ω ours, α = −1)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     real = held_out_images("builtin:textures", 32, N_EVAL)
-    teacher_pipe, pipe = load_pipeline(args.teacher), load_pipeline(args.student)
-    teacher, student = teacher_pipe.unet.eval().requires_grad_(False), pipe.unet.train()
+    teacher, pipe = load_pipeline(args.teacher).unet.eval().requires_grad_(False), load_pipeline(args.student)
+    student = pipe.unet.train()
     scheduler = pipe.scheduler
     seconds = 60 * args.minutes
     result: dict = {"method": args.method, "seed": args.seed, "cpu_minutes": args.minutes}
@@ -131,13 +130,10 @@ def main() -> None:
             for n in (4, 2):
                 result[f"{name}-{n}"] = score(pipe, real, num_inference_steps=n, sampler=name)
         result["student ddim-50"] = score(pipe, real, num_inference_steps=50, sampler="ddim")
-        result["teacher ddim-50"] = score(teacher_pipe, real, num_inference_steps=50, sampler="ddim")
     elif args.method == "cd":
-        result |= train_cd(student, teacher, scheduler, seconds, args.seed)
-        objective_scheduler = ConsistencyDistillation(
-            student, teacher, DistillConfig(steps=4, positions=("output",)), scheduler
-        )
-        lcm, _ = objective_scheduler.sampling(pipe.scheduler)
+        result |= train_cd(student, teacher, scheduler, seconds, args.seed, args.lambda_freq)
+        result["lambda_freq"] = args.lambda_freq
+        lcm = consistency_scheduler(pipe.scheduler.config, CONSISTENCY_GRID)  # as exported
         out = SlimDiffusionPipeline(unet=student.eval(), scheduler=lcm)
         for n in (4, 2, 1):
             result[f"cd-{n}"] = score(out, real, num_inference_steps=n)
@@ -151,7 +147,8 @@ def main() -> None:
             previous = copy.deepcopy(student).eval().requires_grad_(False)
         result["steps per round"] = rounds
     print(json.dumps(result))
-    path = RESULTS / f"step_distillation-{args.method}-seed{args.seed}.json"
+    tag = f"-lf{args.lambda_freq:g}" if args.method == "cd" and args.lambda_freq else ""
+    path = RESULTS / f"step_distillation-{args.method}{tag}-seed{args.seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
 
