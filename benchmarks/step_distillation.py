@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS
-from slimdiff.config import CONSISTENCY_GRID, DistillConfig
+from slimdiff.config import DistillConfig
 from slimdiff.data.datasets import held_out_images, make_dataset
 from slimdiff.diffusion import add_noise, ddim_step, predict_x0
 from slimdiff.metrics.swd import swd
@@ -133,7 +133,7 @@ def main() -> None:
     elif args.method == "cd":
         result |= train_cd(student, teacher, scheduler, seconds, args.seed, args.lambda_freq)
         result["lambda_freq"] = args.lambda_freq
-        lcm = consistency_scheduler(pipe.scheduler.config, CONSISTENCY_GRID)  # as exported
+        lcm = consistency_scheduler(pipe.scheduler.config)  # as exported
         out = SlimDiffusionPipeline(unet=student.eval(), scheduler=lcm)
         for n in (4, 2, 1):
             result[f"cd-{n}"] = score(out, real, num_inference_steps=n)

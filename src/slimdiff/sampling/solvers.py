@@ -30,6 +30,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from slimdiff.config import CONSISTENCY_GRID
+
 # Applied to every sampler whose class accepts the option.
 SHARED_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
 
@@ -63,6 +65,14 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("unipc", UniPCMultistepScheduler, "UniPC multistep predictor-corrector", {}, True),
         Sampler("deis", DEISMultistepScheduler, "DEIS multistep", {}, True),
         Sampler("euler", EulerDiscreteScheduler, "Euler (Karras et al. ODE form)"),
+        # Only for step-distilled (consistency) students, which save it as their own scheduler anyway; named so
+        # that `slimdiff sample` / `eval` / `serve` can sample them.
+        Sampler(
+            "lcm",
+            LCMScheduler,
+            "multistep consistency sampling, for step-distilled students (1-50 steps)",
+            {"original_inference_steps": CONSISTENCY_GRID},
+        ),
     ]
 }
 
@@ -93,13 +103,14 @@ def sampling_defaults(config: dict, pixel_space: bool) -> DDPMScheduler:
     )
 
 
-def consistency_scheduler(config: dict, grid: int) -> LCMScheduler:
-    """LCMScheduler on the noise schedule in `config` (a model's saved sampling settings): multistep consistency
-    sampling on the `grid`-point timestep grid a consistency student was distilled on. Its c_skip / c_out are
-    the boundary condition of that student's consistency function (`training/steps.py`)."""
+def consistency_scheduler(config: dict) -> LCMScheduler:
+    """LCMScheduler on the noise schedule in `config` (a model's saved sampling settings, pixel-space clipping
+    included): multistep consistency sampling on the `CONSISTENCY_GRID` a consistency student was distilled
+    on. Its c_skip / c_out are the boundary condition of that student's consistency function
+    (`training/steps.py`)."""
     accepted = inspect.signature(LCMScheduler.__init__).parameters  # DDPM's variance_type is not among them
     own = {k: v for k, v in dict(config).items() if k in accepted}
-    return LCMScheduler.from_config(own, original_inference_steps=grid)
+    return LCMScheduler.from_config(own, original_inference_steps=CONSISTENCY_GRID)
 
 
 def is_bare_noise_schedule(scheduler: SchedulerMixin) -> bool:

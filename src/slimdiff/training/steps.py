@@ -42,7 +42,7 @@ class ConsistencyDistillation(Objective):
         check_compatible(teacher, student)
         self.settings = settings
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
-        self.lcm = consistency_scheduler(scheduler.config, CONSISTENCY_GRID)
+        self.lcm = consistency_scheduler(scheduler.config)
         self.skip = scheduler.config.num_train_timesteps // CONSISTENCY_GRID  # k
         self.register_buffer("alpha_bar", scheduler.alphas_cumprod.clone(), persistent=False)
 
@@ -88,4 +88,4 @@ class ConsistencyDistillation(Objective):
         return loss, {"loss_spatial": loss_spatial.detach(), "loss_freq": loss_freq.detach()}
 
     def sampling(self, scheduler: SchedulerMixin) -> tuple[SchedulerMixin, int | None]:
-        return consistency_scheduler(scheduler.config, CONSISTENCY_GRID), self.settings.steps
+        return consistency_scheduler(scheduler.config), self.settings.steps
