@@ -1,7 +1,7 @@
 """Which step distillation: consistency (Song et al. 2023, one stage) against progressive (Salimans & Ho 2022,
 halving the steps per round), at equal CPU time, on the built-in textures.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.step_distillation --method cd|pd|baselines \\
+    OMP_NUM_THREADS=1 python -m benchmarks.step_distillation --method cd|pd|baselines|own|raw-lcm \\
         --teacher src/slimdiff/assets/tiny-teacher --student SLIM_STUDENT_MODEL [--minutes 5] [--seed 0]
 
 Both start from the same slim student (a `SlimDiffusionPipeline` folder, e.g. the demo's distilled tiny-sd)
@@ -15,9 +15,11 @@ noise) are scored by SWD ×10³ against 256 held-out real crops.
   the ε parameterisation; in round r it learns in one DDIM step what its teacher (the big teacher in round 1,
   the previous round's student after) does in two, on the trailing grid of N_r = 8, 4, 2 steps; the loss is
   Salimans & Ho's x̂0 loss with truncated-SNR weight max(SNR, 1). The time is split equally over the rounds;
-  the 4-call number is round 2's student, the 2-call number round 3's. Sampled with DDIM (η = 0, trailing).
-- baselines: the slim student with DDIM-50 (its own many-step SWD), DDIM, DPM-Solver++ and UniPC at 4 and 2
-  calls.
+  the 4-call number is round 2's student, the 2-call number round 3's. Sampled with DDIM (trailing; η = 0,
+  which PD trains for, and η = 1, which re-noises between steps as LCM sampling does).
+- baselines: the slim student with DDIM-50 (η = 0), DDIM, DPM-Solver++ and UniPC at 4 and 2 calls; own: the
+  slim student's own many-step SWD by the demo's protocol (DDIM-100, η = 1); raw-lcm: the control, the LCM
+  sampler on the slim student before step distillation.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def pd_round(student, teacher, ᾱ, n: int, seconds: float, seed: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=("cd", "pd", "baselines"), required=True)
+    parser.add_argument("--method", choices=("cd", "pd", "baselines", "own", "raw-lcm"), required=True)
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--student", required=True)
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -130,6 +132,11 @@ def main() -> None:
             for n in (4, 2):
                 result[f"{name}-{n}"] = score(pipe, real, num_inference_steps=n, sampler=name)
         result["student ddim-50"] = score(pipe, real, num_inference_steps=50, sampler="ddim")
+    elif args.method == "raw-lcm":  # the control: the LCM sampler on the student before any step distillation
+        for n in (4, 2):
+            result[f"lcm-{n}"] = score(pipe, real, num_inference_steps=n, sampler="lcm")
+    elif args.method == "own":  # the demo's protocol: DDIM-100 with η = 1
+        result["student ddim-100 eta 1"] = score(pipe, real, num_inference_steps=100, sampler="ddim", eta=1.0)
     elif args.method == "cd":
         result |= train_cd(student, teacher, scheduler, seconds, args.seed, args.lambda_freq)
         result["lambda_freq"] = args.lambda_freq
@@ -143,7 +150,10 @@ def main() -> None:
             steps = pd_round(student, previous, ᾱ, n, seconds / 3, args.seed + n)
             rounds.append(steps)
             out = SlimDiffusionPipeline(unet=copy.deepcopy(student).eval(), scheduler=scheduler)
-            result[f"pd-{n}"] = score(out, real, num_inference_steps=n, sampler="ddim", eta=0.0)
+            for eta in (0.0, 1.0):  # η = 0 is what PD trains for; η = 1 is the control for LCM's re-noising
+                result[f"pd-{n} eta {eta:g}"] = score(
+                    out, real, num_inference_steps=n, sampler="ddim", eta=eta
+                )
             previous = copy.deepcopy(student).eval().requires_grad_(False)
         result["steps per round"] = rounds
     print(json.dumps(result))

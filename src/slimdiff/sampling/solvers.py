@@ -108,9 +108,16 @@ def consistency_scheduler(config: dict) -> LCMScheduler:
     included): multistep consistency sampling on the `CONSISTENCY_GRID` a consistency student was distilled
     on. Its c_skip / c_out are the boundary condition of that student's consistency function
     (`training/steps.py`)."""
-    accepted = inspect.signature(LCMScheduler.__init__).parameters  # DDPM's variance_type is not among them
-    own = {k: v for k, v in dict(config).items() if k in accepted}
-    return LCMScheduler.from_config(own, original_inference_steps=CONSISTENCY_GRID)
+    return LCMScheduler.from_config(
+        _taken_by(LCMScheduler, config), original_inference_steps=CONSISTENCY_GRID
+    )
+
+
+def _taken_by(cls: type[SchedulerMixin], config) -> dict:
+    """The settings of `config` that `cls` takes: diffusers warns about the others on every build (DDPM's
+    variance_type for LCMScheduler, LCM's original_inference_steps for DDPMScheduler)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in dict(config).items() if k in accepted}
 
 
 def is_bare_noise_schedule(scheduler: SchedulerMixin) -> bool:
@@ -158,7 +165,7 @@ def check_scheduler(scheduler: SchedulerMixin) -> None:
 
 def _same_schedule(scheduler: SchedulerMixin) -> bool:
     try:
-        reference = DDPMScheduler.from_config(scheduler.config).alphas_cumprod
+        reference = DDPMScheduler.from_config(_taken_by(DDPMScheduler, scheduler.config)).alphas_cumprod
     except (ValueError, NotImplementedError):  # a β ramp DDPM does not know: nothing to compare with
         return True
     ᾱ = scheduler.alphas_cumprod
