@@ -52,7 +52,6 @@ from slimdiff.sampling.solvers import (
 from slimdiff.sampling.stitching import check_stitch, stitch_plan
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-DEFAULT_STEPS = 50  # a call's steps when neither it nor the model (default_steps) gives them
 
 
 class SlimDiffusionPipeline(DiffusionPipeline):
@@ -152,7 +151,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             step-distilled model), else 50.
         sampler: None samples with `self.scheduler` exactly as set (any diffusers scheduler that runs on the model's
             DDPM noise schedule; others are refused with the reason), or a preset name from
-            `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler) built from the stored
+            `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, …, euler, lcm) built from the stored
             scheduler's noise schedule.
         eta: DDIM's η, passed to any scheduler whose step takes `eta` (None: the scheduler's own default).
         latents: the initial noise (else drawn with `generator`); cast to the UNet's dtype and device.
@@ -177,7 +176,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
         if num_inference_steps is None:
-            num_inference_steps = self.config.get("default_steps") or DEFAULT_STEPS
+            num_inference_steps = self.config.get("default_steps") or 50
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
