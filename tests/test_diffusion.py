@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from slimdiff.config import TrainConfig
-from slimdiff.diffusion import NOISE_SCHEDULE, add_noise, micro_step_noise, training_scheduler
+from slimdiff.diffusion import (
+    NOISE_SCHEDULE,
+    add_noise,
+    ddim_step,
+    micro_step_noise,
+    predict_x0,
+    training_scheduler,
+)
 
 
 def test_add_noise_is_the_closed_form():
@@ -30,6 +38,23 @@ def test_add_noise_matches_diffusers_on_the_run_schedule(beta_end):
     t = torch.tensor([0, 17, 500, 999])
     ours = add_noise(x0, eps, scheduler.alphas_cumprod[t])
     torch.testing.assert_close(ours, scheduler.add_noise(x0, eps, t))
+
+
+@pytest.mark.parametrize("steps", [50, 4])
+def test_ddim_step_is_diffusers_ddim_step_per_sample(steps):
+    ddim = DDIMScheduler.from_config(training_scheduler().config, clip_sample=False)
+    ddim.set_timesteps(steps)
+    skip = 1000 // steps
+    g = torch.Generator().manual_seed(2)
+    x_t, eps = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    t = torch.tensor([skip + 3, 500, 999])
+    ᾱ = ddim.alphas_cumprod
+    ours = ddim_step(x_t, eps, ᾱ[t], ᾱ[t - skip])
+    for i in range(3):
+        theirs = ddim.step(eps[i : i + 1], int(t[i]), x_t[i : i + 1])
+        torch.testing.assert_close(ours[i : i + 1], theirs.prev_sample, rtol=1e-5, atol=1e-6)
+        x0 = predict_x0(x_t[i : i + 1], eps[i : i + 1], ᾱ[t[i : i + 1]])
+        torch.testing.assert_close(x0, theirs.pred_original_sample, rtol=1e-5, atol=1e-6)
 
 
 def test_the_config_default_is_the_schedule_end():

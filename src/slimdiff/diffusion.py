@@ -32,8 +32,27 @@ def training_scheduler(**overrides) -> DDPMScheduler:
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, with ᾱ one value per sample (shape (B,)), broadcast over the rest."""
-    ᾱ = alpha_bar.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    ᾱ = _per_sample(alpha_bar, x0)
     return ᾱ.sqrt() * x0 + (1 - ᾱ).sqrt() * noise
+
+
+def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return value.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The denoised x̂0 = (x_t − √(1 − ᾱ)·ε) / √ᾱ that an ε prediction implies (ᾱ one value per sample)."""
+    ᾱ = _per_sample(alpha_bar, x_t)
+    return (x_t - (1 - ᾱ).sqrt() * eps) / ᾱ.sqrt()
+
+
+def ddim_step(
+    x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_s: torch.Tensor
+) -> torch.Tensor:
+    """One deterministic DDIM step (η = 0) from ᾱ_t to ᾱ_s: x_s = √ᾱ_s·x̂0 + √(1 − ᾱ_s)·ε — the probability-flow
+    ODE step the teacher takes to build a step-distillation target (diffusers' DDIMScheduler.step, per sample)."""
+    ᾱ_s = _per_sample(alpha_bar_s, x_t)
+    return ᾱ_s.sqrt() * predict_x0(x_t, eps, alpha_bar_t) + (1 - ᾱ_s).sqrt() * eps
 
 
 def micro_step_noise(

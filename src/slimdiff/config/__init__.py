@@ -3,6 +3,7 @@ setting; `loading` reads YAML and `--set` overrides into them."""
 
 from slimdiff.config.loading import apply_overrides, dotted_keys, from_dict, load_config
 from slimdiff.config.sections import (
+    CONSISTENCY_GRID,
     DISTILL_POSITIONS,
     LR_SCHEDULES,
     OMEGA_FORMS,
@@ -17,6 +18,7 @@ from slimdiff.config.sections import (
 from slimdiff.errors import ConfigError
 
 __all__ = [
+    "CONSISTENCY_GRID",
     "DISTILL_POSITIONS",
     "LR_SCHEDULES",
     "OMEGA_FORMS",

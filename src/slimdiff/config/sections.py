@@ -23,6 +23,9 @@ DISTILL_POSITIONS = ("output", "feat-up1", "feat-up2", "feat-down4")
 # from the batch's mean spectrum (one ω for every image: the data set's spectrum, estimated), or ω ≡ 1 (the
 # frequency term is then the spatial one, by Parseval: the control for ω itself).
 OMEGA_FORMS = ("ours", "paper", "mean", "uniform")
+# Timesteps a step-distilled (consistency) student is trained on and samples from: LCMScheduler's
+# original_inference_steps, so distill.steps can be at most this.
+CONSISTENCY_GRID = 50
 # The learning rate after the warm-up (diffusers' get_scheduler: linear, cosine, constant_with_warmup).
 LR_SCHEDULES = ("linear", "cosine", "constant")
 
@@ -174,6 +177,9 @@ class DistillConfig:
     alpha: float = -1.0  # α: exponent of the clean spectrum in ω (< 0 lifts high frequencies)
     delta: float = 1e-3  # δ: keeps ω finite where the spectrum vanishes
     omega: str = "ours"  # ω: from OMEGA_FORMS
+    # step distillation: the student samples in this many calls (consistency distillation; README)
+    steps: int | None = None
+    student: str | None = None  # a model folder whose UNet starts the student (the config's model preset)
 
     def __post_init__(self):
         check(
@@ -188,6 +194,21 @@ class DistillConfig:
         for name in ("lambda_spatial", "lambda_freq"):
             check(getattr(self, name) >= 0, f"distill.{name} must be ≥ 0, got {getattr(self, name)}")
         check(self.delta > 0, f"distill.delta must be positive, got {self.delta}")
+        if self.steps is None:
+            return
+        check(
+            isinstance(self.steps, int) and 1 <= self.steps <= CONSISTENCY_GRID,
+            f"distill.steps must be a whole number in [1, {CONSISTENCY_GRID}] (the consistency grid), "
+            f"got {self.steps!r}",
+        )
+        check(
+            tuple(self.positions) == ("output",),
+            f"distill.steps distils the output only; set distill.positions to [output], got {list(self.positions)}",
+        )
+        check(
+            self.lambda_spatial + self.lambda_freq > 0,
+            "distill.steps needs lambda_spatial or lambda_freq above 0 (its loss is λ_s·L_spatial + λ_f·L_freq)",
+        )
 
 
 @dataclass

@@ -76,11 +76,14 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         unet: SlimUNet2DModel | SlimUNet2DConditionModel | UNet2DModel | UNet2DConditionModel,
         scheduler: SchedulerMixin,
         vae: VQModel | AutoencoderKL | None = None,
+        default_steps: int | None = None,
     ):
         super().__init__()
         if is_bare_noise_schedule(scheduler):
             scheduler = sampling_defaults(scheduler.config, pixel_space=vae is None)
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
+        # saved in model_index.json: a step-distilled model samples in its own N steps with no arguments
+        self.register_to_config(default_steps=default_steps)
         self._interrupt, self._num_timesteps, self._guidance_scale = False, 0, None
 
     def register_to_config(self, **kwargs):
@@ -127,7 +130,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int = 1,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         sampler: str | None = None,
         eta: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -149,9 +152,11 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput | tuple:
         """Sample images.
 
+        num_inference_steps: solver steps; None: the model's own (`default_steps` in model_index.json, set for a
+            step-distilled model), else 50.
         sampler: None samples with `self.scheduler` exactly as set (any diffusers scheduler that runs on the model's
             DDPM noise schedule; others are refused with the reason), or a preset name from
-            `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, pndm, dpm++, unipc, deis, euler) built from the stored
+            `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, …, euler, lcm) built from the stored
             scheduler's noise schedule.
         eta: DDIM's η, passed to any scheduler whose step takes `eta` (None: the scheduler's own default).
         latents: the initial noise (else drawn with `generator`); cast to the UNet's dtype and device.
@@ -175,6 +180,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
+        if num_inference_steps is None:
+            num_inference_steps = self.config.get("default_steps") or 50
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):

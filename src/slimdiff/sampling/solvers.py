@@ -24,10 +24,13 @@ from diffusers import (
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     PNDMScheduler,
     SchedulerMixin,
     UniPCMultistepScheduler,
 )
+
+from slimdiff.config import CONSISTENCY_GRID
 
 # Applied to every sampler whose class accepts the option.
 SHARED_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
@@ -62,6 +65,14 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("unipc", UniPCMultistepScheduler, "UniPC multistep predictor-corrector", {}, True),
         Sampler("deis", DEISMultistepScheduler, "DEIS multistep", {}, True),
         Sampler("euler", EulerDiscreteScheduler, "Euler (Karras et al. ODE form)"),
+        # Only for step-distilled (consistency) students, which save it as their own scheduler anyway; named so
+        # that `slimdiff sample` / `eval` / `serve` can sample them.
+        Sampler(
+            "lcm",
+            LCMScheduler,
+            "multistep consistency sampling, for step-distilled students (1-50 steps)",
+            {"original_inference_steps": CONSISTENCY_GRID},
+        ),
     ]
 }
 
@@ -90,6 +101,23 @@ def sampling_defaults(config: dict, pixel_space: bool) -> DDPMScheduler:
     return DDPMScheduler.from_config(
         config, timestep_spacing="trailing", clip_sample=False, thresholding=pixel_space, sample_max_value=1.0
     )
+
+
+def consistency_scheduler(config: dict) -> LCMScheduler:
+    """LCMScheduler on the noise schedule in `config` (a model's saved sampling settings, pixel-space clipping
+    included): multistep consistency sampling on the `CONSISTENCY_GRID` a consistency student was distilled
+    on. Its c_skip / c_out are the boundary condition of that student's consistency function
+    (`training/steps.py`)."""
+    return LCMScheduler.from_config(
+        _taken_by(LCMScheduler, config), original_inference_steps=CONSISTENCY_GRID
+    )
+
+
+def _taken_by(cls: type[SchedulerMixin], config) -> dict:
+    """The settings of `config` that `cls` takes: diffusers warns about the others on every build (DDPM's
+    variance_type for LCMScheduler, LCM's original_inference_steps for DDPMScheduler)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in dict(config).items() if k in accepted}
 
 
 def is_bare_noise_schedule(scheduler: SchedulerMixin) -> bool:
@@ -137,7 +165,7 @@ def check_scheduler(scheduler: SchedulerMixin) -> None:
 
 def _same_schedule(scheduler: SchedulerMixin) -> bool:
     try:
-        reference = DDPMScheduler.from_config(scheduler.config).alphas_cumprod
+        reference = DDPMScheduler.from_config(_taken_by(DDPMScheduler, scheduler.config)).alphas_cumprod
     except (ValueError, NotImplementedError):  # a β ramp DDPM does not know: nothing to compare with
         return True
     ᾱ = scheduler.alphas_cumprod

@@ -212,6 +212,7 @@ def _loop(run: TrainingRun, config: Config, progress: bool) -> None:
                         count=config.run.sample_count,
                         steps=config.run.sample_steps,
                         seed=tc.seed,
+                        objective=run.objective,
                     )
                 accelerator.wait_for_everyone()
             if step % config.run.checkpoint_every == 0 or step == tc.steps or status[2] > 0:
@@ -231,6 +232,7 @@ def _loop(run: TrainingRun, config: Config, progress: bool) -> None:
             run.scheduler,
             run.conditioner,
             run.class_names,
+            run.objective,
         )
         log(f"model written to {run_dir / 'model'}")
     accelerator.wait_for_everyone()

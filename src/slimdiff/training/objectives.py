@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers import SchedulerMixin
 from torch import nn
 
 # name → detached scalar tensor, logged as train/<name>
@@ -32,6 +33,13 @@ class Objective(nn.Module):
     ) -> tuple[torch.Tensor, Terms]:
         """`condition`: the UNet's conditioning inputs (class_labels / encoder_hidden_states), if any."""
         raise NotImplementedError
+
+    def sampling(self, scheduler: SchedulerMixin) -> tuple[SchedulerMixin, int | None]:
+        """How the trained model samples, saved with it: a scheduler built from `scheduler` (the settings
+        slimdiff samples with on the run's noise schedule) and the step count a call without
+        `num_inference_steps` takes (None: the pipeline's default). Unchanged for objectives that do not
+        change how the model samples."""
+        return scheduler, None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The objective's own parameters, trained alongside the UNet (a frozen teacher's are not)."""

@@ -21,12 +21,13 @@ from slimdiff.config import Config, DistillConfig
 from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import ConfigError
 from slimdiff.models.autoencoders import Autoencoder, load_autoencoder
-from slimdiff.models.loading import load_teacher
+from slimdiff.models.loading import load_teacher, load_unet
 from slimdiff.models.presets import build_unet
 from slimdiff.models.text_encoder import load_text_encoder
 from slimdiff.training.conditioning import Conditioner, conditioned_overrides, resolve_kind
 from slimdiff.training.distillation import SpectralDistillation
 from slimdiff.training.objectives import EpsilonObjective, Objective
+from slimdiff.training.steps import ConsistencyDistillation
 from slimdiff.training.training_set import training_set
 
 # types only: accelerate and diffusers' training utilities load when a run is built, not on import
@@ -71,12 +72,29 @@ class TrainingRun:
 def build_objective(distill: DistillConfig | None, unet: nn.Module, scheduler: DDPMScheduler) -> Objective:
     """The objective a run's `distill:` section asks for, built on the bare `unet` before any wrapping (so
     distillation hooks attach to the real modules): spectrum-aware distillation from `distill.teacher`, whose
-    noise schedule must be the run's `scheduler`, or plain ε-prediction when the run has no such section."""
+    noise schedule must be the run's `scheduler` — consistency distillation when `distill.steps` is set —, or
+    plain ε-prediction when the run has no such section."""
     if distill is None:
         return EpsilonObjective()
     if distill.teacher is None:
         raise ConfigError("the config distils but names no teacher: set distill.teacher or pass --teacher")
-    return SpectralDistillation(unet, load_teacher(distill.teacher, schedule=scheduler), distill)
+    teacher = load_teacher(distill.teacher, schedule=scheduler)
+    if distill.steps is not None:
+        return ConsistencyDistillation(unet, teacher, distill, scheduler)
+    return SpectralDistillation(unet, teacher, distill)
+
+
+def start_from(unet: nn.Module, source: str) -> None:
+    """Load the UNet weights of the model in `source` into `unet` (`distill.student`: step distillation
+    usually starts from a trained slim student); its architecture must be the config's."""
+    weights = load_unet(source).state_dict()
+    ours = unet.state_dict()
+    if set(weights) != set(ours) or any(weights[k].shape != ours[k].shape for k in ours):
+        raise ConfigError(
+            f"distill.student {source} is not a {type(unet).__name__} of the config's model preset and "
+            "overrides: set model (and model_overrides) to the student's architecture"
+        )
+    unet.load_state_dict(weights)
 
 
 def build_run(
@@ -115,6 +133,8 @@ def build_run(
     unet = build_unet(
         config.model, config.data.size, overrides, autoencoder.factor, autoencoder.latent_channels
     )
+    if config.distill is not None and config.distill.student is not None:
+        start_from(unet, config.distill.student)
     conditioner = None
     if kind != "none":
         conditioner = Conditioner(kind, unet, encoder, config.conditioning.cond_dropout, tc.seed)

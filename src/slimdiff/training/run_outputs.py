@@ -16,6 +16,7 @@ from slimdiff.errors import WRITE_ERRORS, TrainingError, write_failure
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+from slimdiff.training.objectives import Objective
 
 
 class RunLog:
@@ -71,8 +72,15 @@ def ema_unet(unet: nn.Module, ema) -> nn.Module:
     return copy.eval()
 
 
-def _pipeline(unet: nn.Module, vae: nn.Module | None, scheduler: DDPMScheduler) -> SlimDiffusionPipeline:
+def _pipeline(
+    unet: nn.Module, vae: nn.Module | None, scheduler: DDPMScheduler, objective: Objective | None = None
+) -> SlimDiffusionPipeline:
+    """The pipeline of a trained UNet, sampling as its `objective` says (a step-distilled student: its
+    scheduler and step count)."""
     pipe = SlimDiffusionPipeline(unet=unet, scheduler=scheduler, vae=vae)
+    if objective is not None:
+        sampler, steps = objective.sampling(pipe.scheduler)
+        pipe = SlimDiffusionPipeline(unet=unet, scheduler=sampler, vae=vae, default_steps=steps)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -87,17 +95,14 @@ def write_samples(
     count: int,
     steps: int,
     seed: int,
+    objective: Objective | None = None,
 ) -> None:
-    """A grid of `count` DDIM samples (`steps` steps) from the EMA weights, from fixed noise drawn from `seed`
-    (comparable over time)."""
-    images = generate(
-        _pipeline(ema_unet(unet, ema), vae, scheduler),
-        count,
-        seed=seed,
-        batch=count,
-        num_inference_steps=steps,
-        sampler="ddim",
-    )
+    """A grid of `count` samples from the EMA weights, from fixed noise drawn from `seed` (comparable over
+    time): DDIM with `steps` steps, or as the `objective` says the model samples (a step-distilled student)."""
+    pipe = _pipeline(ema_unet(unet, ema), vae, scheduler, objective)
+    own_steps = pipe.config.default_steps
+    call = {"num_inference_steps": steps, "sampler": "ddim"} if own_steps is None else {}
+    images = generate(pipe, count, seed=seed, batch=count, **call)
     save_grid(images, path, padding=0)
 
 
@@ -109,13 +114,17 @@ def export_model(
     scheduler: DDPMScheduler,
     conditioner=None,
     class_names=None,
+    objective: Objective | None = None,
 ) -> None:
-    """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule), vae/ if any;
-    a text model's tokenizer/ and text_encoder/, a class model's class_names.json."""
+    """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule, or the
+    `objective`'s sampling scheduler), vae/ if any; a text model's tokenizer/ and text_encoder/, a class model's
+    class_names.json."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _pipeline(ema_unet(unet, ema), vae, scheduler).save_pretrained(str(tmp), safe_serialization=True)
+        _pipeline(ema_unet(unet, ema), vae, scheduler, objective).save_pretrained(
+            str(tmp), safe_serialization=True
+        )
         encoder = getattr(conditioner, "text_encoder", None)
         if encoder is not None:
             encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))

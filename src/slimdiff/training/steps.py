@@ -1,0 +1,91 @@
+"""Step distillation (README, "Step distillation"): a student that samples in N calls, by consistency
+distillation (Song et al. 2023; the LCM form of Luo et al. 2023), in the one training loop.
+
+The student stays an ε-predictor; its consistency function is LCMScheduler's
+
+    f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂0(x_t, t),     x̂0 = (x_t − √(1 − ᾱ_t)·ε_θ(x_t, t)) / √ᾱ_t
+
+with c_skip(0) = 1, c_out(0) = 0 (the boundary f(x, 0) = x). On the grid t_n = n·k − 1 (k = 1000 / grid,
+n = 1 … grid) the teacher takes one DDIM step from x_{t_n} to x_{t_n − k} (the probability-flow ODE), and the
+student's f at x_{t_n} is pulled towards its own f at that point, without gradient (θ⁻ = θ: no EMA target,
+as in Song & Dhariwal's improved consistency training):
+
+    L = λ_s · mean((f_θ(x_t, t) − f_θ⁻(x_s, s))²) + λ_f · mean(ω · |F(f_θ(x_t, t)) − F(f_θ⁻(x_s, s))|²)
+
+— the spectrum-aware loss of `training/distillation.py` on the denoised predictions; λ_f = 0 is the plain
+consistency loss. The exported model samples with LCMScheduler on the same grid, N steps by default.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler, SchedulerMixin
+from torch import nn
+
+from slimdiff.config import CONSISTENCY_GRID, DistillConfig
+from slimdiff.diffusion import add_noise, ddim_step, predict_x0
+from slimdiff.models.loading import check_compatible
+from slimdiff.sampling.solvers import consistency_scheduler
+from slimdiff.training.distillation import frequency_loss, spatial_loss, spectral_weight
+from slimdiff.training.objectives import Objective, Terms
+
+
+class ConsistencyDistillation(Objective):
+    """The consistency loss of a student against the teacher's one-step DDIM target, with the λ_s, λ_f, α, δ
+    and ω form of `settings` (a validated `DistillConfig` with `steps`); `scheduler` is the run's noise
+    schedule. The teacher is held outside the module tree (out of checkpoints and the optimizer)."""
+
+    def __init__(
+        self, student: nn.Module, teacher: nn.Module, settings: DistillConfig, scheduler: DDPMScheduler
+    ):
+        super().__init__()
+        check_compatible(teacher, student)
+        self.settings = settings
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        self.lcm = consistency_scheduler(scheduler.config)
+        self.skip = scheduler.config.num_train_timesteps // CONSISTENCY_GRID  # k
+        self.register_buffer("alpha_bar", scheduler.alphas_cumprod.clone(), persistent=False)
+
+    def consistency(self, eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂0 with LCMScheduler's c_skip / c_out (t: one per sample)."""
+        c_skip, c_out = self.lcm.get_scalings_for_boundary_condition_discrete(t.float())
+        shape = (-1, *([1] * (x_t.ndim - 1)))
+        x0 = predict_x0(x_t, eps, self.alpha_bar[t])
+        return c_skip.reshape(shape).to(x_t.dtype) * x_t + c_out.reshape(shape).to(x_t.dtype) * x0
+
+    def grid_pair(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loop's uniform t → (t_n, t_n − k): the grid point whose interval holds t, and the one below
+        (0 for the first: the boundary), so every interval of the grid is trained equally often."""
+        k = self.skip
+        t_n = (t // k + 1) * k - 1
+        return t_n, (t_n - k).clamp_min(0)
+
+    def forward(
+        self,
+        unet: nn.Module,
+        x0: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        **condition: torch.Tensor,
+    ) -> tuple[torch.Tensor, Terms]:
+        teacher, s, ᾱ = self.teacher, self.settings, self.alpha_bar
+        if next(teacher.parameters()).device != x0.device:
+            teacher.to(x0.device)
+        t, prev = self.grid_pair(t)
+        x_t = add_noise(x0, noise, ᾱ[t])  # the loop's ε, at the grid point
+        with torch.no_grad():  # the teacher sees the same label / prompt embedding (or the null one)
+            x_prev = ddim_step(x_t, teacher(x_t, t, **condition).sample, ᾱ[t], ᾱ[prev])
+            target = self.consistency(unet(x_prev, prev, **condition).sample, x_prev, prev).float()
+        student = self.consistency(unet(x_t, t, **condition).sample, x_t, t)
+        loss_spatial = spatial_loss(student.float(), target)
+        loss_freq = loss_spatial.new_zeros(())
+        if s.lambda_freq:
+            size, channels = tuple(target.shape[-2:]), target.shape[1]
+            omega = spectral_weight(x0, size, s.alpha, s.delta, s.omega, channels=channels)
+            loss_freq = frequency_loss(student, target, omega)
+        loss = s.lambda_spatial * loss_spatial + s.lambda_freq * loss_freq
+        return loss, {"loss_spatial": loss_spatial.detach(), "loss_freq": loss_freq.detach()}
+
+    def sampling(self, scheduler: SchedulerMixin) -> tuple[SchedulerMixin, int | None]:
+        return consistency_scheduler(scheduler.config), self.settings.steps
