@@ -3,6 +3,10 @@ setting), Lite-f4 and SD-f4 with DPM-Solver++ / UniPC at 20 and 10 steps, in PyT
 int8, with the full VQ-f4 decoder and with the slim decoder; batch 1 and 8; peak memory (RSS).
 
     python -m benchmarks.latency [--rounds 3] [--threads 1] [--batches 1 8] [--work DIR]
+    python -m benchmarks.latency --few-step [--threads 2] [--steps 1 2 4] [--sampler ddim|lcm|…] [--ldm-rounds 0]
+
+`--few-step` (issue 25) times only an sd-f4 student with N UNet calls, end to end, beside LDM DDIM-200
+(`few_step`).
 
 Goal (issue 14): ≤ 1 s per image and ≥ 200× faster than LDM DDIM-200, measured in the same run.
 

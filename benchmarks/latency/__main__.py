@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import latency
+from benchmarks.latency import few_step
 from benchmarks.latency.parts import (
     HEAVY,
     MODELS,
@@ -26,6 +27,7 @@ from benchmarks.latency.parts import (
 )
 from benchmarks.latency.report import report
 from benchmarks.machine import RESULTS, describe_machine, interleaved_medians, write_result
+from slimdiff.sampling.solvers import SAMPLERS
 
 # wall time, or the process's CPU time: with one thread, what a call costs on an idle core whatever else the
 # shared machine runs (memory-bandwidth and cache contention still count)
@@ -45,6 +47,13 @@ def main() -> None:
     )
     parser.add_argument("--clock", choices=CLOCK, default="wall", help="wall time, or the process's CPU time")
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    few = parser.add_argument_group("the few-step path (issue 25): --few-step times only that, beside LDM")
+    few.add_argument("--few-step", action="store_true")
+    few.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4], help="UNet calls per image")
+    few.add_argument("--sampler", default="ddim", choices=[*SAMPLERS, "lcm"])
+    few.add_argument(
+        "--ldm-rounds", type=int, default=0, help="rounds that also draw a whole LDM DDIM-200 image"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -52,10 +61,13 @@ def main() -> None:
     if args.rss_child:
         rss_child(args.rss_child, args.work)
         return
+    if args.few_step:
+        few_step_run(args)
+        return
     clock = CLOCK[args.clock]
     result_name = "latency" if args.clock == "wall" else "latency_cpu"
 
-    parts = build(args.work, MODELS)
+    parts = build(args.work, MODELS, args.threads)
     timings: dict = {"unet": {}, "decoder": {}, "solver": {}, "end_to_end": {}, "rss": {}}
     with torch.no_grad():
         for batch in args.batches:
@@ -121,6 +133,33 @@ def main() -> None:
         json.dumps({"machine": machine, "threads": args.threads, **timings}, indent=2, default=str)
     )
     print(write_result(result_name, report(timings, args.threads), machine))
+
+
+def few_step_run(args) -> None:
+    """The few-step rows beside LDM DDIM-200, their peak RSS, and latency_few_step.md / .json."""
+    loads = [_load()]
+    rows = few_step.configurations(args.sampler, args.steps)
+    keys = [k for row in [*rows.values(), few_step.LDM] for k in row[:2]]
+    parts = build(args.work, {m: MODELS[m] for m in ("LDM-f4", "SD-f4")}, args.threads, only=keys)
+    times = few_step.time_rows(parts, rows, args.rounds, args.ldm_rounds)
+    loads.append(_load())
+    del parts
+    rss = {name: few_step.rss_of(name, row, args.work, args.threads) for name, row in rows.items()}
+    print(json.dumps(rss, indent=1), flush=True)
+    loads.append(_load())
+    machine = describe_machine()
+    (RESULTS / "latency_few_step.json").write_text(
+        json.dumps(
+            {"machine": machine, "threads": args.threads, "loads": loads, "times": times, "rss": rss},
+            indent=2,
+        )
+    )
+    body = few_step.report(times, rss, args.threads, args.rounds, loads)
+    print(write_result("latency_few_step", body, machine))
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ peak memory of a child process drawing one image."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from slimdiff.sampling.solvers import SAMPLERS, build_scheduler
 
 MODELS = {"LDM-f4": "ldm-f4", "Lite-f4": "lite-ldm-f4", "SD-f4": "sd-f4"}
 HEAVY = ("LDM-f4", "full VQ-f4")
+RUNTIMES = [("torch", "fp32"), ("ort", "fp32"), ("ort", "int8")]
 LATENT = (3, 64, 64)
 
 
@@ -43,37 +45,55 @@ def vq_f4():
     ).eval()
 
 
-def build(work: Path, models: dict) -> dict:
-    """PyTorch modules and ONNX / int8 graphs of every UNet and decoder (graphs cached in `work`)."""
+def build(work: Path, models: dict, threads: int = 1, only: list[tuple] | None = None) -> dict:
+    """PyTorch modules and ONNX / int8 graphs of every UNet and decoder (graphs cached in `work`), onnxruntime
+    sessions with `threads` threads; `only`: just these (name, runtime, precision) keys (others are not built,
+    so a process holds only what it runs)."""
     torch.manual_seed(0)
     parts = {}
+    wanted = (lambda key: True) if only is None else (lambda key: key in only)
     for label, preset in models.items():
-        unet = get_preset(preset).build().eval()
-        parts[(label, "torch", "fp32")] = unet
+        fp32, int8 = work / f"{preset}.onnx", work / f"{preset}.int8.onnx"
+        # weights only where they are used: a torch module, or a graph still to export
+        weights = (
+            wanted((label, "torch", "fp32")) or label != "LDM-f4" and not (fp32.exists() and int8.exists())
+        )
+        with contextlib.nullcontext() if weights else torch.device("meta"):
+            unet = get_preset(preset).build().eval()
+        if wanted((label, "torch", "fp32")):
+            parts[(label, "torch", "fp32")] = unet
         if label == "LDM-f4":
             continue  # the paper's setting: PyTorch fp32 only
-        fp32, int8 = work / f"{preset}.onnx", work / f"{preset}.int8.onnx"
         if not fp32.exists():
             export_onnx(unet, fp32)
         if not int8.exists():
             feeds = [{k: v.numpy() for k, v in graph_inputs(unet.config, 1, s).items()} for s in range(4)]
             print(label, quantize_graph(fp32, int8, feeds), flush=True)
-        parts[(label, "ort", "fp32")] = OnnxUNet(fp32, unet.config, threads=1)
-        parts[(label, "ort", "int8")] = OnnxUNet(int8, unet.config, threads=1)
-    for label, decoder in (("full VQ-f4", vq_f4()), ("slim", SlimDecoder(latent_channels=3, factor=4))):
-        parts[(label, "torch", "fp32")] = decoder
+        for precision, graph in (("fp32", fp32), ("int8", int8)):
+            if wanted((label, "ort", precision)):
+                parts[(label, "ort", precision)] = OnnxUNet(graph, unet.config, threads=threads)
+        del unet
+    for label, make in (("full VQ-f4", vq_f4), ("slim", lambda: SlimDecoder(latent_channels=3, factor=4))):
+        keys = [(label, runtime, precision) for runtime, precision in RUNTIMES]
+        if not any(wanted(k) for k in keys):
+            continue
+        decoder = make()
+        if wanted((label, "torch", "fp32")):
+            parts[(label, "torch", "fp32")] = decoder
         name = label.split()[0]
         fp32, int8 = work / f"decoder-{name}.onnx", work / f"decoder-{name}.int8.onnx"
-        if not fp32.exists():
-            export_decoder(decoder, fp32, LATENT[1:])
-        if not int8.exists():
-            feeds = [
-                {"latents": np.random.default_rng(s).standard_normal((1, *LATENT), np.float32)}
-                for s in range(4)
-            ]
-            print(label, quantize_graph(fp32, int8, feeds), flush=True)
-        parts[(label, "ort", "fp32")] = OnnxDecoder(fp32, decoder.config, threads=1)
-        parts[(label, "ort", "int8")] = OnnxDecoder(int8, decoder.config, threads=1)
+        for precision, graph in (("fp32", fp32), ("int8", int8)):
+            if not wanted((label, "ort", precision)):
+                continue
+            if not fp32.exists():
+                export_decoder(decoder, fp32, LATENT[1:])
+            if precision == "int8" and not int8.exists():
+                feeds = [
+                    {"latents": np.random.default_rng(s).standard_normal((1, *LATENT), np.float32)}
+                    for s in range(4)
+                ]
+                print(label, quantize_graph(fp32, int8, feeds), flush=True)
+            parts[(label, "ort", precision)] = OnnxDecoder(graph, decoder.config, threads=threads)
     return parts
 
 

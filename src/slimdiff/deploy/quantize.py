@@ -1,13 +1,11 @@
 """int8 post-training quantisation of an exported pipeline's graphs with onnxruntime's quantisation tools.
 
-Static quantisation (QDQ, per-channel int8 weights, uint8 activations) needs activation ranges: they are
-calibrated on the model's *own* inputs — the x_t and t the fp32 pipeline meets along its sampling trajectories
-from seeded noise, and the final latents it hands to the decoder — so no data set is needed and the ranges are
-the ones sampling produces at every timestep. Dynamic quantisation (weights only, activations quantised on
-the fly) is the fallback when the static tool fails on a graph. `quantize_export` does it for an export
-folder and records the graphs, their speed-up (median seconds of one UNet step and one decode at batch 1,
-one thread) and their quality cost (`slimdiff.metrics.fidelity.int8_cost`) in export.json under `quantize`.
-"""
+Static quantisation (QDQ, per-channel int8 weights, uint8 activations) is calibrated on the model's *own*
+inputs: the x_t and t the fp32 pipeline meets along seeded sampling trajectories, and the final latents it hands
+to the decoder. `SETTINGS` names the ways to quantise (benchmarks/results/int8_profile.md times them); the
+default quantises the convolutions only, with 7-bit weights. Dynamic quantisation is the fallback when the
+static tool fails. `quantize_export` records the graphs, their speed-up (one UNet step and one decode, batch
+1, one thread) and their quality cost (`slimdiff.metrics.fidelity.int8_cost`) in export.json."""
 
 from __future__ import annotations
 
@@ -25,14 +23,31 @@ import torch
 from slimdiff.deploy.export import INT8_ONNX, load_onnx_pipeline, read_record, write_record
 from slimdiff.deploy.onnx_decoder import DECODER_ONNX, session_options
 from slimdiff.deploy.onnx_unet import ONNX_FILE
-from slimdiff.errors import WRITE_ERRORS, ModelError, OutputError, write_failure
+from slimdiff.errors import WRITE_ERRORS, ConfigError, ModelError, OutputError, write_failure
 from slimdiff.metrics.fidelity import final_latents, int8_cost
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import condition_input, sample_hw
 from slimdiff.sampling.pipeline import load_pipeline
 
-MODES = ("static", "dynamic")
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+# by name: static / dynamic, graph format (QDQ pairs onnxruntime fuses into QLinear* kernels, or QLinear*
+# ops), weight type, op types, reduce_range (7-bit weights: no int16 saturation in u8s8 kernels without VNNI)
+SETTINGS: dict[str, dict] = {
+    "u8s8-qdq": dict(what="static QDQ, u8 act., s8 per-channel weights", mode="static"),
+    "u8s8-qdq-rr": dict(what="as u8s8-qdq, reduce_range", mode="static", reduce_range=True),
+    "u8u8-qdq": dict(what="static QDQ, u8 act., u8 weights", mode="static", weight="QUInt8"),
+    "u8s8-qop": dict(what="static QOperator (QLinear* ops)", mode="static", format="QOperator"),
+    "u8s8-conv": dict(what="static QDQ, Conv only", mode="static", ops=["Conv"]),
+    "u8s8-conv-rr": dict(
+        what="static QDQ, Conv only, reduce_range", mode="static", ops=["Conv"], reduce_range=True
+    ),
+    "dynamic": dict(what="dynamic, Conv + MatMul", mode="dynamic"),
+    "dynamic-matmul": dict(what="dynamic, MatMul / Gemm only", mode="dynamic", ops=["MatMul", "Gemm"]),
+}
+# on x86 without VNNI (AVX2) u8s8 products saturate int16 unless weights are 7-bit: 17% output error vs 3% on
+# a tiny UNet (tests/deploy/test_quantize.py); QDQ around attention becomes QLinearSoftmax / QLinearMatMul, slower
+# than fp32 (benchmarks/results/int8_profile.md), so only the convolutions are quantised
+DEFAULT_SETTING = "u8s8-conv-rr"
 
 
 class _Recorder:
@@ -89,7 +104,7 @@ class _Reader:
         return next(self.feeds, None)
 
     def rewind(self):  # pragma: no cover - only some calibrators call it
-        pass
+        """Nothing to do: each calibration pass gets a fresh reader."""
 
 
 def unshare_initializers(path: Path) -> None:
@@ -104,9 +119,7 @@ def unshare_initializers(path: Path) -> None:
     seen: dict[str, int] = {}
     for node in graph.node:
         for k, name in enumerate(node.input):
-            if name not in initializers:
-                continue
-            seen[name] = seen.get(name, 0) + 1
+            seen[name] = seen.get(name, 0) + (name in initializers)
             if seen[name] > 1:
                 copy = numpy_helper.from_array(
                     numpy_helper.to_array(initializers[name]), f"{name}__{seen[name]}"
@@ -116,15 +129,26 @@ def unshare_initializers(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_graph(fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]] | None) -> dict:
-    """Write the int8 version of the graph `fp32` to `int8`: static (calibrated on `feeds`) when feeds are
-    given and the static tool succeeds, else dynamic. Returns {"mode", "seconds", "static_error"?}."""
+def quantize_graph(
+    fp32: Path, int8: Path, feeds: list[dict[str, np.ndarray]] | None, setting: str = DEFAULT_SETTING
+) -> dict:
+    """Write the int8 version of the graph `fp32` to `int8` with the named `setting` (`SETTINGS`): static
+    (calibrated on `feeds`) when the setting is static, feeds are given and the static tool succeeds, else
+    dynamic. Returns {"setting", "mode", "seconds", "static_error"?}."""
+    _check_setting(setting)
+    if not Path(fp32).is_file():
+        raise ModelError(f"no ONNX graph at {fp32}; export the model with `slimdiff export --to onnx` first")
     start = time.perf_counter()
     fp32, int8 = Path(fp32).absolute(), Path(int8).absolute()
     prepared = int8.with_name(".prepared-" + fp32.name)
     # onnxruntime's tools leave scratch files (sym_shape_infer_temp.onnx, <uuid>.data) in the working folder
     with tempfile.TemporaryDirectory() as scratch, _working_folder(Path(scratch)):
-        return _quantize(fp32, int8, prepared, feeds, start)
+        return _quantize(fp32, int8, prepared, feeds, SETTINGS[setting], start) | {"setting": setting}
+
+
+def _check_setting(setting: str) -> None:
+    if setting not in SETTINGS:
+        raise ConfigError(f"unknown int8 setting {setting!r}; choose one of {', '.join(SETTINGS)}")
 
 
 @contextlib.contextmanager
@@ -137,7 +161,7 @@ def _working_folder(folder: Path):
         os.chdir(before)
 
 
-def _quantize(fp32: Path, int8: Path, prepared: Path, feeds, start: float) -> dict:
+def _quantize(fp32: Path, int8: Path, prepared: Path, feeds, setting: dict, start: float) -> dict:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -155,19 +179,21 @@ def _quantize(fp32: Path, int8: Path, prepared: Path, feeds, start: float) -> di
         shutil.copyfile(fp32, prepared)
     unshare_initializers(prepared)
     source = prepared
+    ops = setting.get("ops", QUANTIZED_OPS)
     try:
-        if feeds:
+        if feeds and setting["mode"] == "static":
             reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
             quantize_static(
                 str(source),
                 str(int8),
                 reader,
-                quant_format=QuantFormat.QDQ,
+                quant_format=QuantFormat[setting.get("format", "QDQ")],
                 per_channel=True,
+                reduce_range=setting.get("reduce_range", False),
                 activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
+                weight_type=QuantType[setting.get("weight", "QInt8")],
                 # only the matrix products: Q/DQ pairs around element-wise ops cost more than they save
-                op_types_to_quantize=QUANTIZED_OPS,
+                op_types_to_quantize=ops,
             )
             record["mode"] = "static"
     except Exception as error:  # the static tool fails on some graphs; dynamic quantisation still helps
@@ -176,9 +202,10 @@ def _quantize(fp32: Path, int8: Path, prepared: Path, feeds, start: float) -> di
         quantize_dynamic(
             str(source),
             str(int8),
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType[setting.get("weight", "QInt8")],
             per_channel=True,
-            op_types_to_quantize=QUANTIZED_OPS,
+            reduce_range=setting.get("reduce_range", False),
+            op_types_to_quantize=ops,
         )
         record["mode"] = "dynamic"
     prepared.unlink(missing_ok=True)
@@ -212,10 +239,17 @@ def _x0(pipe, data: str | None, n: int, seed: int) -> tuple[torch.Tensor, str]:
 
 
 def quantize_export(
-    folder: str | Path, data: str | None = None, n: int = 8, steps: int = 10, seed: int = 0
+    folder: str | Path,
+    data: str | None = None,
+    n: int = 8,
+    steps: int = 10,
+    seed: int = 0,
+    setting: str = DEFAULT_SETTING,
 ) -> dict:
-    """Quantise the graphs of the ONNX export `folder` to int8 (calibrated on the model's own sampling
-    trajectories), measure the cost and speed-up, and record both in `folder/export.json` under `quantize`."""
+    """Quantise the graphs of the ONNX export `folder` to int8 with `setting` (calibrated on the model's own
+    sampling trajectories), measure the cost and speed-up, and record both in `folder/export.json` under
+    `quantize`."""
+    _check_setting(setting)
     folder = Path(folder)
     record = read_record(folder)
     pipe = load_pipeline(folder)
@@ -230,7 +264,7 @@ def quantize_export(
     graphs.update({name: (decoder_feeds, DECODER_ONNX) for name in record.get("decoders", {})})
     before = dict(record)
     try:
-        return _quantize_graphs(folder, record, graphs, fp32, pipe, data, n, steps, seed)
+        return _quantize_graphs(folder, record, graphs, fp32, pipe, (data, n, steps, seed), setting)
     except WRITE_ERRORS as error:  # a full disk: back to the fp32 export as it was
         for name in graphs:
             for written in (folder / name / INT8_ONNX, *(folder / name).glob(".prepared-*")):
@@ -242,11 +276,14 @@ def quantize_export(
         ) from None
 
 
-def _quantize_graphs(folder: Path, record: dict, graphs: dict, fp32, pipe, data, n, steps, seed) -> dict:
+def _quantize_graphs(
+    folder: Path, record: dict, graphs: dict, fp32, pipe, measure: tuple, setting: str
+) -> dict:
+    data, n, steps, seed = measure
     quantized = {}
     for name, (feeds, graph) in graphs.items():
         fp32_graph, int8_graph = folder / name / graph, folder / name / INT8_ONNX
-        quantized[name] = quantize_graph(fp32_graph, int8_graph, feeds)
+        quantized[name] = quantize_graph(fp32_graph, int8_graph, feeds, setting)
         fp32_s, int8_s = time_graph(fp32_graph, feeds[0]), time_graph(int8_graph, feeds[0])
         quantized[name].update(fp32_seconds=fp32_s, int8_seconds=int8_s, speedup=fp32_s / int8_s)
     record["quantize"] = {
