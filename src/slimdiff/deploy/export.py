@@ -153,4 +153,5 @@ def load_onnx_pipeline(
     except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
         raise ModelError(f"onnxruntime cannot read {path}: {str(error).splitlines()[0]}") from None
     vae = load_onnx_decoder(folder, decoder, record, threads, graph) or pipe.vae
-    return SlimDiffusionPipeline(unet=onnx_unet, scheduler=pipe.scheduler, vae=vae)
+    components = {**pipe.components, "unet": onnx_unet, "vae": vae}  # a text model's encoder stays in PyTorch
+    return SlimDiffusionPipeline(**components, class_names=pipe.config.class_names)

@@ -31,7 +31,8 @@ from slimdiff.deploy.onnx_decoder import SLIM_DECODER
 from slimdiff.errors import WRITE_ERRORS, ConfigError, DataError, ModelError, OutputError, write_failure
 from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
-from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
+from slimdiff.sampling.call_inputs import prompt_inputs
+from slimdiff.sampling.conditions import resolve_label
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.guidance import conditioning
 from slimdiff.sampling.init_image import init_pixels, resolve_strength
@@ -87,16 +88,23 @@ def load_for_sampling(model: str, onnx: bool = False, decoder: str = "full") -> 
     return pipe
 
 
-def _condition(settings: SampleSettings) -> tuple[dict, dict]:
-    """(pipeline arguments for the whole set, arguments with one row per image)."""
+def _condition(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> tuple[dict, dict]:
+    """(pipeline arguments for the whole set, arguments with one row per image); the prompt is encoded once, by
+    the pipeline's own tokenizer and text encoder."""
     condition, per_image = {}, {}
     if settings.label is not None:
         condition["class_labels"] = resolve_label(settings.model, settings.label)
     if settings.prompt is not None:
-        encoder = text_encoder_of(settings.model)
-        embeds, negative = prompt_embeddings(encoder, settings.prompt, settings.negative_prompt)
+        guided = settings.guidance is not None
+        try:
+            embeds, negative = prompt_inputs(
+                pipe, 1, settings.prompt, settings.negative_prompt, None, None, guided
+            )
+        except ValueError as error:  # not a text model, or one saved without its text encoder
+            raise ConfigError(f"--prompt: {error}") from None
         per_image["prompt_embeds"] = embeds.expand(settings.num_images, -1, -1)
-        condition["negative_prompt_embeds"] = negative
+        if negative is not None:
+            condition["negative_prompt_embeds"] = negative
     return condition, per_image
 
 
@@ -129,7 +137,7 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
     a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind; an init image
     or mask that cannot be read or does not fit the model raises before anything is written."""
     pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder)
-    condition, per_image = _condition(settings)
+    condition, per_image = _condition(settings, pipe)
     condition |= _init_image(settings, pipe)
     stitch = None
     if settings.stitch_teacher is not None:
