@@ -8,7 +8,6 @@ use them too: `tiny_unet(seed=1, channels=4)`, `micro_config(run_dir, steps=2)`,
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from slimdiff.diffusion import training_scheduler
 from slimdiff.metrics.spectrum import frequency_radius
 from slimdiff.models.presets import Preset, get_preset
+from slimdiff.models.tiny_clip import make_tiny_clip
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
@@ -220,36 +220,9 @@ def tiny_teacher_folder(tmp_path_factory) -> Path:
 
 
 def _tiny_clip(folder: Path) -> Path:
-    """A random 2-layer CLIP text model (width 32) and a byte-level tokenizer, saved as a pipeline would."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    codes = printable + [256 + i for i in range(256 - len(printable))]
-    chars = [chr(c) for c in codes]
-    vocab = {
-        token: i
-        for i, token in enumerate([*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"])
-    }
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=8)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    end = vocab["<|endoftext|>"]
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=8,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=end,
-        pad_token_id=end,
-    )
-    torch.manual_seed(0)
-    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
-    return folder
+    """A random 2-layer CLIP text model (width 32, 8 tokens) and a byte-level tokenizer, saved as a pipeline
+    would (the library's `make_tiny_clip`, which `slimdiff make-tiny-clip` runs)."""
+    return make_tiny_clip(folder, max_length=8)
 
 
 @pytest.fixture(scope="session")

@@ -148,7 +148,18 @@ def _sample(folder, out, *extra):
 def test_sample_onnx_int8_and_slim_decoder(exported, tmp_path):
     torch_full = _sample(exported / "model", tmp_path / "torch")
     int8_full = _sample(exported / "onnx", tmp_path / "int8", "--onnx")
-    assert json.loads((tmp_path / "int8" / "sample.json").read_text())["onnx"] is True
+    record = json.loads((tmp_path / "int8" / "sample.json").read_text())
+    assert (
+        record["onnx"] is True and record["precision"] == "int8"
+    )  # a quantised export samples int8 by default
+    assert json.loads((tmp_path / "torch" / "sample.json").read_text())["precision"] is None
+    fp32_full = _sample(exported / "onnx", tmp_path / "fp32", "--onnx", "--precision", "fp32")
+    assert json.loads((tmp_path / "fp32" / "sample.json").read_text())["precision"] == "fp32"
+    assert np.abs(fp32_full - torch_full).mean() < 1  # the fp32 graphs answer as PyTorch (8-bit pixels)
+    wrong = runner.invoke(
+        app, ["sample", str(exported / "onnx"), "--precision", "int8", "--out", str(tmp_path / "x")]
+    )
+    assert wrong.exit_code == 2 and "needs --onnx" in wrong.output
     # (how close int8 stays to fp32 is measured at export, test_int8_record_holds_speed_and_quality_cost; this
     # random tiny model's latents are far outside the usual range, so only the path is checked here)
     assert int8_full.shape == torch_full.shape and int8_full.std() > 0

@@ -8,6 +8,7 @@ from slimdiff.cli import (  # noqa: F401  (registration)
     distill_decoder,
     evaluate,
     export,
+    make_tiny_clip,
     profile,
     sample,
     serve,

@@ -11,17 +11,16 @@ from pathlib import Path
 
 import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slimdiff.analysis.blur import SIGMA2
-from slimdiff.cli.app import app, console, say, user_errors
+from slimdiff.cli.app import app, say, user_errors
 from slimdiff.errors import ConfigError, check_output_folder
+from slimdiff.reporting.progress import progress_bar, progress_bars
 
 analyze_app = typer.Typer(help="The paper's frequency analyses: wiener, toy, blur.", no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
 
 OUT_HELP = "output folder"
-PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
 def _start(out: Path, config: dict) -> None:
@@ -126,12 +125,12 @@ def toy(
         },
     )
     results = {}
-    with torch_threads(threads), Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
+    with torch_threads(threads):
         for cfg in configs:
-            task = progress.add_task(f"M={cfg.hidden}", total=iterations)
-            results[f"M={cfg.hidden}"] = toy_experiment(
-                cfg, lambda it, _loss, task=task: progress.update(task, completed=it)
-            )
+            with progress_bar(f"M={cfg.hidden}", iterations) as bar:  # told the iteration every log step
+                results[f"M={cfg.hidden}"] = toy_experiment(
+                    cfg, lambda it, _loss, bar=bar: bar.update(it - bar.n)
+                )
     plot_toy(results, out / "toy.png")
     table = [
         f"Toy experiment: tail {tail} (rare: {rare} frequencies), {iterations} iterations, batch {batch}, "
@@ -185,9 +184,8 @@ def blur(
     except fid.FIDUnavailable as error:
         skipped = f"FID not computed: {error}"
         say(skipped, style="yellow")
-    with Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
-        task = progress.add_task("blur levels", total=len(sigma2) + 1)
-        advance = lambda: progress.advance(task)  # noqa: E731
+    with progress_bars() as track:
+        advance = track("blur levels", len(sigma2) + 1)
         rows = blur_sensitivity(images, metrics, tuple(sigma2), progress=advance, pairing=pairing)
         floor = blur_sensitivity(images, metrics, (0.0,), progress=advance, pairing="halves")[0]
     plot_blur(rows, out / "blur.png", floor=floor)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slimdiff.cli.app import app, check_out_folder, console, say, user_errors
+from slimdiff.cli.app import app, check_out_folder, say, user_errors
+from slimdiff.reporting.progress import progress_bar
 
 
 @app.command("distill-decoder")
@@ -50,10 +50,8 @@ def distill_decoder(
         lambda_freq=lambda_freq,
         seed=seed,
     )
-    columns = (TextColumn("distilling the decoder"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with user_errors(), Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("distill", total=steps)
-        record = distill_and_measure(vae, data, out, settings, n_eval, lambda step, logs: bar.advance(task))
+    with user_errors(), progress_bar("distilling the decoder", steps) as bar:
+        record = distill_and_measure(vae, data, out, settings, n_eval, lambda step, logs: bar.update())
     q = record["quality_vs_full_decoder"]
     say(
         f"slim decoder ({record['params'] / 1e6:.2f}M weights) → {out}: PSNR {q['psnr_db']:.1f} dB against the full "

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, err_console, fail, say, user_errors
+from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, fail, say, user_errors
 from slimdiff.metrics.evaluate import METRICS
 from slimdiff.metrics.protocols import PROTOCOLS
-
-PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+from slimdiff.reporting.progress import progress_bars
 
 
 @app.command("eval")
@@ -117,12 +115,7 @@ def eval_command(
         options, pipeline = resolve(options)
     for note in options.notes:
         say(f"note: {note}", stderr=True)
-    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as progress, user_errors():
-
-        def track(description: str, total: int):
-            task = progress.add_task(description, total=total)
-            return lambda k=1: progress.advance(task, k)
-
+    with progress_bars() as track, user_errors():
         if len(scales) > 1:
             reports = evaluate_sweep(options, out, pipeline, scales, track=track)["sweep"]
         else:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import track
 from rich.table import Table
 from rich.text import Text
 
@@ -14,6 +13,7 @@ from slimdiff.cli.app import app, console, fail, user_errors
 from slimdiff.metrics.complexity import count_macs_by_kind, steps_per_second
 from slimdiff.models.presets import PRESETS, Preset
 from slimdiff.models.size import count_params
+from slimdiff.reporting.progress import progress_bar
 
 
 def _delta(ours: float, paper: float | None) -> str:
@@ -69,7 +69,7 @@ def profile(
             fail(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}, all, or a model folder")
     rows = [
         profile_row(p, batch, seconds)
-        for p in track(presets, description="profiling", console=console, transient=True, disable=as_json)
+        for p in progress_bar("profiling", iterable=presets, disable=True if as_json else None)
     ]
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, console, fail, say, user_errors
+from slimdiff.cli.app import SCHEDULER_HELP, app, check_out_folder, fail, say, user_errors
+from slimdiff.reporting.progress import progress_bar
 from slimdiff.sampling.solvers import SAMPLERS
 
 
@@ -47,6 +47,11 @@ def sample(
     onnx: bool = typer.Option(
         False, "--onnx", help="run the UNet steps and the decoder with onnxruntime (an ONNX export folder)"
     ),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="with --onnx: the graphs, fp32 or int8 (default: int8 when the export was quantised, else fp32)",
+    ),
     decoder: str = typer.Option(
         "full",
         "--decoder",
@@ -69,6 +74,7 @@ def sample(
 ) -> None:
     """Draw images from a model with any diffusers solver, optional guidance and stitching, from noise or from
     an --init-image (image-to-image; inpainting with --mask)."""
+    from slimdiff.deploy.export import PRECISIONS
     from slimdiff.deploy.sample_folder import SampleSettings, sample_folder
 
     if scheduler not in SAMPLERS:
@@ -82,6 +88,10 @@ def sample(
         fail("--guidance needs --label or --prompt (what to guide towards)")
     if label is not None and prompt is not None:
         fail("pass --label or --prompt, not both")
+    if precision is not None and (not onnx or precision not in PRECISIONS):
+        fail(
+            f"--precision takes {' or '.join(PRECISIONS)} and needs --onnx (it picks an ONNX export's graphs)"
+        )
     if init_image is None and (mask is not None or strength is not None):
         fail("--mask and --strength need --init-image (the image to start from)")
     check_out_folder(out, overwrite)
@@ -101,13 +111,12 @@ def sample(
         stitch_teacher=stitch_teacher,
         stitch_fraction=stitch_fraction,
         onnx=onnx,
+        precision=precision,
         decoder=decoder,
         init_image=None if init_image is None else str(init_image),
         strength=strength,
         mask=None if mask is None else str(mask),
     )
-    columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with user_errors(), Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("sampling", total=num_images)
-        record = sample_folder(settings, lambda k: progress.advance(task, k))
+    with user_errors(), progress_bar("sampling", num_images) as bar:
+        record = sample_folder(settings, bar.update)
     say(f"{num_images} images in {record['seconds']:.1f} s → {out} (grid.png, sample.json)")

@@ -39,7 +39,7 @@ def make_dataset(
     """The dataset named by `source`: `builtin:…` (`slimdiff.data.builtin`), an image folder, or a Hugging
     Face dataset (hub name or local dir). `length` caps a folder / HF set and sets the number of built-in crops.
     With `conditioning` "class" or "text" items are (image, label) or (image, caption), and the dataset's
-    `class_names` lists the classes (see `slimdiff.data.conditions`). `held_out` draws a built-in crop set's
+    `class_names` lists the classes (see `slimdiff.data.conditions`; a built-in set's captions are its class names). `held_out` draws a built-in crop set's
     crops from the held-out strip of its pictures (other sources are read as they are)."""
     if size < 1:
         raise DataError(f"image size must be positive, got {size}")
@@ -48,14 +48,11 @@ def make_dataset(
     if conditioning not in CONDITION_KINDS:
         raise DataError(f"unknown conditioning {conditioning!r}; valid: {', '.join(CONDITION_KINDS)}")
     if source.startswith("builtin:"):
-        if conditioning == "text":
-            raise DataError(
-                f"{source} has no captions; text conditioning needs a folder with metadata or a dataset"
-            )
         kind = source.removeprefix("builtin:")
-        return builtin_dataset(
-            kind, size, seed=seed, length=length, labelled=conditioning == "class", held_out=held_out
+        data = builtin_dataset(
+            kind, size, seed=seed, length=length, labelled=conditioning != "none", held_out=held_out
         )
+        return ClassCaptions(data) if conditioning == "text" else data
     path = Path(source).expanduser()
     if path.is_dir() and not looks_like_hf_dir(path):
         return FolderDataset(path, size, strict=strict, length=length, conditioning=conditioning)
@@ -75,6 +72,21 @@ def make_dataset(
         label_column=label_column,
         caption_column=caption_column,
     )
+
+
+class ClassCaptions(Dataset):
+    """A labelled built-in set captioned by its class names ("brick", "grass", …): items (image, caption), so
+    a text model trains offline (configs/tiny-text.yaml) on the same pictures a class model does."""
+
+    def __init__(self, labelled: Dataset):
+        self.labelled = labelled
+
+    def __len__(self) -> int:
+        return len(self.labelled)
+
+    def __getitem__(self, index: int):
+        image, label = self.labelled[index]
+        return image, self.labelled.class_names[int(label)]
 
 
 def draw_items(

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from slimdiff.data.builtin import CROP_RULE
+from slimdiff.reporting.progress import progress_bar
 
 if TYPE_CHECKING:  # data comes before models (docs/architecture.md): the autoencoder is passed in
     from slimdiff.models.autoencoders import Autoencoder
@@ -79,15 +80,13 @@ def cached_latents(
     index_file = folder / "index.json"
     if index_file.is_file() and json.loads(index_file.read_text()).get("key") == key:
         return _dataset(folder, json.loads(index_file.read_text())), folder
-    from tqdm.auto import tqdm
-
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     autoencoder.to(device)
     loader = DataLoader(images, batch_size=batch_size, shuffle=False)
     encoded, shards, pending, conditions = [], [], 0, []
-    for batch in tqdm(loader, desc="encoding latents", disable=not progress):
+    for batch in progress_bar("encoding latents", iterable=loader, disable=not progress):
         if isinstance(batch, (list, tuple)):  # (images, labels or captions)
             batch, labels = batch
             conditions += labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)

@@ -26,6 +26,7 @@ RECORD = "export.json"
 # The ONNX graph must answer like PyTorch: max |ONNX − PyTorch| / max |PyTorch| at most this.
 ONNX_TOLERANCE = 1e-4
 INT8_ONNX = "model.int8.onnx"  # beside each model.onnx after `--quantize int8` (`slimdiff.deploy.quantize`)
+PRECISIONS = ("fp32", "int8")  # the graphs an export can be sampled with
 # What `slimdiff export --overwrite` may replace; its help text says the same.
 OVERWRITE_RULE = (
     "--overwrite replaces only an earlier export (a folder whose export.json lists every file in it)"
@@ -125,6 +126,14 @@ def _write(pipe: SlimDiffusionPipeline, tmp: Path, out: Path, onnx: bool, source
     return record
 
 
+def graph_precision(folder: str | Path, precision: str | None = None) -> str:
+    """The graphs an ONNX export is sampled with: `precision` ("fp32" or "int8") when given, else int8 when the
+    folder was exported with `--quantize int8` and fp32 otherwise."""
+    if precision not in (None, *PRECISIONS):
+        raise ModelError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision or ("int8" if "quantize" in read_record(Path(folder)) else "fp32")
+
+
 def load_onnx_pipeline(
     folder: str | Path,
     pipe: SlimDiffusionPipeline,
@@ -134,11 +143,11 @@ def load_onnx_pipeline(
 ):
     """`pipe` (loaded from `folder`) with its UNet steps on onnxruntime, after checking that the graph and the
     weights in `folder/unet` are the files the export wrote and that onnxruntime can read the graph. The
-    decoder (`decoder`: "vae" or "slim_decoder") runs on onnxruntime too when the export has its graph. `precision` "fp32" or
-    "int8" picks the graphs; None takes int8 when the folder was exported with `--quantize int8`."""
+    decoder (`decoder`: "vae" or "slim_decoder") runs on onnxruntime too when the export has its graph.
+    `precision` "fp32" or "int8" picks the graphs (`graph_precision`)."""
     folder = Path(folder)
     record = read_record(folder)
-    precision = precision or ("int8" if "quantize" in record else "fp32")
+    precision = graph_precision(folder, precision)
     graph = INT8_ONNX if precision == "int8" else ONNX_FILE
     path = folder / "unet" / graph
     if not path.is_file():
@@ -153,4 +162,5 @@ def load_onnx_pipeline(
     except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
         raise ModelError(f"onnxruntime cannot read {path}: {str(error).splitlines()[0]}") from None
     vae = load_onnx_decoder(folder, decoder, record, threads, graph) or pipe.vae
-    return SlimDiffusionPipeline(unet=onnx_unet, scheduler=pipe.scheduler, vae=vae)
+    components = {**pipe.components, "unet": onnx_unet, "vae": vae}  # a text model's encoder stays in PyTorch
+    return SlimDiffusionPipeline(**components, class_names=pipe.config.class_names)

@@ -26,12 +26,13 @@ from PIL import Image
 
 from slimdiff.data.transforms import open_image, to_rgb
 from slimdiff.deploy.decoders import use_decoder
-from slimdiff.deploy.export import load_onnx_pipeline
+from slimdiff.deploy.export import graph_precision, load_onnx_pipeline
 from slimdiff.deploy.onnx_decoder import SLIM_DECODER
 from slimdiff.errors import WRITE_ERRORS, ConfigError, DataError, ModelError, OutputError, write_failure
 from slimdiff.models.loading import load_unet
 from slimdiff.reporting.images import save_grid, to_uint8
-from slimdiff.sampling.conditions import prompt_embeddings, resolve_label, text_encoder_of
+from slimdiff.sampling.call_inputs import prompt_inputs
+from slimdiff.sampling.conditions import resolve_label
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.guidance import conditioning
 from slimdiff.sampling.init_image import init_pixels, resolve_strength
@@ -60,6 +61,7 @@ class SampleSettings:
     stitch_teacher: str | None = None  # a teacher UNet for the late steps
     stitch_fraction: float = 0.5  # the share of the steps the model runs before the teacher
     onnx: bool = False  # the UNet steps and the decoder on onnxruntime (an ONNX export folder)
+    precision: str | None = None  # the ONNX graphs: fp32 or int8 (None: int8 when the export has them)
     decoder: str = "full"  # full, slim (MODEL/slim_decoder) or a slim decoder folder
     init_image: str | None = None  # image-to-image: the image every sample starts from
     strength: float | None = None  # the share of the steps run from it (None: diffusers' default)
@@ -67,36 +69,48 @@ class SampleSettings:
 
     def record(self) -> dict:
         """sample.json's settings: a negative prompt only with a prompt, a fraction only with a teacher, the
-        strength used only with an init image."""
+        strength used only with an init image, the ONNX graphs used (fp32 or int8) only with `onnx`."""
         record = {k: v for k, v in asdict(self).items() if k != "out"}
+        record["precision"] = graph_precision(self.model, self.precision) if self.onnx else None
         record["negative_prompt"] = self.negative_prompt if self.prompt is not None else None
         record["stitch_fraction"] = self.stitch_fraction if self.stitch_teacher else None
         record["strength"] = resolve_strength(self.init_image, self.mask, self.strength)
         return record
 
 
-def load_for_sampling(model: str, onnx: bool = False, decoder: str = "full") -> SlimDiffusionPipeline:
-    """The pipeline for `model`, its UNet steps (and decoder) run by onnxruntime when `onnx`; `decoder` is
-    full, slim (MODEL/slim_decoder) or a slim decoder folder. Its own progress bar is off."""
+def load_for_sampling(
+    model: str, onnx: bool = False, decoder: str = "full", precision: str | None = None
+) -> SlimDiffusionPipeline:
+    """The pipeline for `model`, its UNet steps (and decoder) run by onnxruntime when `onnx` (`precision`: the
+    graphs, `graph_precision`); `decoder` is full, slim (MODEL/slim_decoder) or a slim decoder folder. Its own
+    progress bar is off."""
     pipe = load_pipeline(model)
     if onnx:
-        pipe = load_onnx_pipeline(model, pipe, decoder=SLIM_DECODER if decoder == "slim" else "vae")
+        graphs = SLIM_DECODER if decoder == "slim" else "vae"
+        pipe = load_onnx_pipeline(model, pipe, decoder=graphs, precision=precision)
     # an ONNX export runs its slim decoder's graph already; a path or `full` still swaps in PyTorch weights
     pipe = use_decoder(pipe, model, "full" if onnx and decoder == "slim" else decoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def _condition(settings: SampleSettings) -> tuple[dict, dict]:
-    """(pipeline arguments for the whole set, arguments with one row per image)."""
+def _condition(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> tuple[dict, dict]:
+    """(pipeline arguments for the whole set, arguments with one row per image); the prompt is encoded once, by
+    the pipeline's own tokenizer and text encoder."""
     condition, per_image = {}, {}
     if settings.label is not None:
         condition["class_labels"] = resolve_label(settings.model, settings.label)
     if settings.prompt is not None:
-        encoder = text_encoder_of(settings.model)
-        embeds, negative = prompt_embeddings(encoder, settings.prompt, settings.negative_prompt)
+        guided = settings.guidance is not None
+        try:
+            embeds, negative = prompt_inputs(
+                pipe, 1, settings.prompt, settings.negative_prompt, None, None, guided
+            )
+        except ValueError as error:  # not a text model, or one saved without its text encoder
+            raise ConfigError(f"--prompt: {error}") from None
         per_image["prompt_embeds"] = embeds.expand(settings.num_images, -1, -1)
-        condition["negative_prompt_embeds"] = negative
+        if negative is not None:
+            condition["negative_prompt_embeds"] = negative
     return condition, per_image
 
 
@@ -128,8 +142,8 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
     images saved. Returns sample.json's content. A setting the pipeline refuses (a label out of range,
     a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind; an init image
     or mask that cannot be read or does not fit the model raises before anything is written."""
-    pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder)
-    condition, per_image = _condition(settings)
+    pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder, settings.precision)
+    condition, per_image = _condition(settings, pipe)
     condition |= _init_image(settings, pipe)
     stitch = None
     if settings.stitch_teacher is not None:

@@ -23,17 +23,23 @@ class TextEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
-    @torch.no_grad()
     def forward(self, prompts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        device = next(self.model.parameters()).device
-        return self.model(tokens.input_ids.to(device)).last_hidden_state
+        return encode_text(self.tokenizer, self.model, prompts)
+
+
+@torch.no_grad()
+def encode_text(tokenizer, text_encoder: nn.Module, prompts: list[str]) -> torch.Tensor:
+    """prompts → (B, max_length, hidden_size): tokens padded to the tokenizer's max length (truncated beyond),
+    the text model's last hidden state, on the text model's device and in its dtype."""
+    tokens = tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    device = next(text_encoder.parameters()).device
+    return text_encoder(tokens.input_ids.to(device)).last_hidden_state
 
 
 def load_text_encoder(source: str | Path, **hub_kwargs) -> TextEncoder:

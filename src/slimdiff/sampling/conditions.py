@@ -1,5 +1,6 @@
 """What a user asks a conditional model for, turned into pipeline inputs: a class given by number or by
-name (the run's `class_names.json`), and prompts encoded by the text encoder saved with the model."""
+name (the `class_names` in a pipeline's model_index.json, or the `class_names.json` of a run or an older
+folder), and prompts encoded by the text encoder saved with the model."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def _model_folders(model: str | Path) -> list[Path]:
 
 
 def class_names(model: str | Path) -> list[str] | None:
-    """The class names saved with a model (class_names.json), or None."""
+    """The class names saved with a model (model_index.json's `class_names`, or class_names.json), or None."""
     for folder in _model_folders(model):
+        index = folder / "model_index.json"
+        if index.is_file() and json.loads(index.read_text()).get("class_names"):
+            return json.loads(index.read_text())["class_names"]
         if (folder / "class_names.json").is_file():
             return json.loads((folder / "class_names.json").read_text())
     return None
@@ -33,7 +37,7 @@ def resolve_label(model: str | Path, label: str) -> int:
     names = class_names(model)
     if names is None:
         raise ConfigError(
-            f"--label {label!r} is a name but {model} has no class_names.json; give the class number"
+            f"--label {label!r} is a name but {model} has no class names saved; give the class number"
         )
     if label not in names:
         raise ConfigError(f"--label {label!r} is not a class of {model}; classes: {', '.join(names)}")

@@ -12,6 +12,7 @@ from the hub through `SlimDiffusionPipeline.from_pretrained` (`download`).
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,10 +63,14 @@ def no_loading_bar():
 
 def local_folder(pipeline_class, source: str, kwargs: dict) -> tuple[Path, dict]:
     """(folder, its model_index.json) of the folder `source` or the local snapshot of hub repository `source`,
-    after `check_safe_weights` unless `kwargs` has use_safetensors=False."""
+    after `check_safe_weights` unless `kwargs` has use_safetensors=False. That False then becomes None in
+    `kwargs`: it allows pickles, it does not forbid safetensors (transformers ≥ 5 writes a text encoder as
+    safetensors even when asked for .bin, and refuses to read it under use_safetensors=False)."""
     folder = Path(source if Path(source).is_dir() else _download(pipeline_class, source, kwargs))
     index = pipeline_class.load_config(str(folder))
-    if kwargs.get("use_safetensors") is not False:
+    if kwargs.get("use_safetensors") is False:
+        kwargs["use_safetensors"] = None
+    else:
         check_safe_weights(folder, index)
     return folder, index
 
@@ -97,6 +102,21 @@ def _download(pipeline_class, source: str, kwargs: dict) -> str:
     patterns = ["model_index.json", "*/config.json", "*/*.safetensors", "scheduler/*"]
     hub = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
     return snapshot_download(source, allow_patterns=patterns, **hub)
+
+
+def saved_beside(folder: Path, index: dict) -> dict:
+    """What a SlimDiffusionPipeline folder of slimdiff 0.1 kept beside its model_index.json instead of in it —
+    a text model's tokenizer/ and text_encoder/, a class model's class_names.json — as keywords of
+    `from_pretrained`; nothing for a folder that lists them (or has none)."""
+    from slimdiff.models.text_encoder import load_text_encoder
+
+    saved = {}
+    if "text_encoder" not in index and (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
+        encoder = load_text_encoder(folder)
+        saved.update(tokenizer=encoder.tokenizer, text_encoder=encoder.model)
+    if "class_names" not in index and (folder / "class_names.json").is_file():
+        saved["class_names"] = json.loads((folder / "class_names.json").read_text())
+    return saved
 
 
 def foreign_components(folder: Path, index: dict, kwargs: dict) -> dict:

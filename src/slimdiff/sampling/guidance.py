@@ -7,9 +7,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from slimdiff.models.inputs import condition_input
+
 # Any callable (sample, timestep, **conditioning) → tensor or an object with `.sample`: a torch UNet or an
 # onnxruntime session wrapper.
 Denoiser = Callable[..., object]
+NOT_TEXT = "a prompt was given, but this model is not text-conditional (it takes no text context)"
 
 
 def denoiser_output(model: Denoiser, x: torch.Tensor, t: torch.Tensor, conditioning: dict) -> torch.Tensor:
@@ -74,6 +77,8 @@ def _rows(config, batch_size, class_labels, prompt_embeds, negative_prompt_embed
             raise ValueError("guidance_scale needs class_labels or prompt_embeds to guide towards")
         return batch_size, {}, None
     if prompt_embeds is not None:
+        if condition_input(config) != "encoder_hidden_states":
+            raise ValueError(NOT_TEXT)
         if guidance_scale is None:
             return prompt_embeds.shape[0], {"encoder_hidden_states": prompt_embeds}, None
         if negative_prompt_embeds is None:

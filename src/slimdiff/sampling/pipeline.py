@@ -9,12 +9,13 @@ detail late, so the slim model draws the layout and the teacher finishes the hig
 It behaves as a diffusers pipeline: once slimdiff is imported, `DiffusionPipeline.from_pretrained` returns it for
 its folders and hub ids (see `sampling/folders.py`), it takes diffusers' loading keywords, follows the UNet's
 dtype and device, samples with whatever scheduler it holds (`pipe.scheduler = …`) or a named preset, and offers
-`num_images_per_prompt`, `callback_on_step_end` and `from_pipe`.
+`num_images_per_prompt`, `callback_on_step_end` and `from_pipe`. A text model carries its `tokenizer` and
+`text_encoder` as components and takes `prompt` / `negative_prompt` as `StableDiffusionPipeline` does
+(`sampling/call_inputs.py`); a class model takes class names as well as numbers (its `class_names`).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,34 +32,41 @@ from diffusers import (
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import loading
-from slimdiff.models.inputs import sample_hw
 from slimdiff.models.loading import FOLDER_FIX, check_finite, load_unet
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
-from slimdiff.sampling.folders import diffusers_entry, foreign_components, local_folder, no_loading_bar
+from slimdiff.sampling import call_inputs
+from slimdiff.sampling.call_inputs import (
+    CallState,
+    Prompt,
+    call_scheduler,
+    check_options,
+    class_indices,
+    latent_hw,
+    output_images,
+    prompt_inputs,
+)
+from slimdiff.sampling.folders import (
+    diffusers_entry,
+    foreign_components,
+    local_folder,
+    no_loading_bar,
+    saved_beside,
+)
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
 from slimdiff.sampling.init_image import image_timesteps, prepare_init, resolve_strength
-from slimdiff.sampling.solvers import (
-    alpha_bar_at,
-    build_scheduler,
-    clip_prediction,
-    get_sampler,
-    is_bare_noise_schedule,
-    sampling_copy,
-    sampling_defaults,
-)
+from slimdiff.sampling.solvers import alpha_bar_at, clip_prediction, is_bare_noise_schedule, sampling_defaults
 from slimdiff.sampling.stitching import check_stitch, stitch_plan
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
+class SlimDiffusionPipeline(CallState, DiffusionPipeline):
+    """UNet + scheduler (+ optional autoencoder; a text model's tokenizer and text encoder) → images.
 
-class SlimDiffusionPipeline(DiffusionPipeline):
-    """UNet + scheduler (+ optional autoencoder) → images.
-
-    `save_pretrained(folder)` writes the diffusers layout (model_index.json, unet/, scheduler/, vae/), which
-    `SlimDiffusionPipeline.from_pretrained(folder)`, `load_pipeline` or — after `import slimdiff` — plain
+    `save_pretrained(folder)` writes the diffusers layout (model_index.json, unet/, scheduler/, vae/, tokenizer/,
+    text_encoder/), which `from_pretrained`, `load_pipeline` or — after `import slimdiff` — plain
     `DiffusionPipeline.from_pretrained(folder)` load back.
 
     A scheduler is used as it is set, with one exception: a DDPMScheduler left at diffusers' sampling defaults
@@ -67,8 +75,8 @@ class SlimDiffusionPipeline(DiffusionPipeline):
     clipped in pixel space), the settings slimdiff samples with, which `save_pretrained` then writes.
     """
 
-    model_cpu_offload_seq = "unet->vae"
-    _optional_components = ["vae"]
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["vae", "tokenizer", "text_encoder"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
@@ -76,15 +84,21 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         unet: SlimUNet2DModel | SlimUNet2DConditionModel | UNet2DModel | UNet2DConditionModel,
         scheduler: SchedulerMixin,
         vae: VQModel | AutoencoderKL | None = None,
+        tokenizer: CLIPTokenizer | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        class_names: list[str] | None = None,
         default_steps: int | None = None,
     ):
         super().__init__()
         if is_bare_noise_schedule(scheduler):
             scheduler = sampling_defaults(scheduler.config, pixel_space=vae is None)
-        self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
-        # saved in model_index.json: a step-distilled model samples in its own N steps with no arguments
-        self.register_to_config(default_steps=default_steps)
-        self._interrupt, self._num_timesteps, self._guidance_scale = False, 0, None
+        self.register_modules(
+            unet=unet, scheduler=scheduler, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder
+        )
+        # settings in model_index.json; default_steps: a step-distilled model samples in N steps unasked
+        self.register_to_config(
+            class_names=list(class_names) if class_names else None, default_steps=default_steps
+        )
 
     def register_to_config(self, **kwargs):
         # components whose class slimdiff registered with diffusers are recorded as ["diffusers", class]
@@ -104,113 +118,106 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         folder, index = local_folder(cls, source, kwargs)
         with no_loading_bar():
             if index.get("_class_name") == cls.__name__:
-                pipe = super().from_pretrained(str(folder), **kwargs)
+                pipe = super().from_pretrained(str(folder), **{**saved_beside(folder, index), **kwargs})
             else:
                 pipe = cls(**foreign_components(folder, index, kwargs))
         pipe.register_to_config(_name_or_path=source)
         return pipe
 
-    @property
-    def interrupt(self) -> bool:
-        """Set `pipe._interrupt = True` in a step-end callback to stop after that step (as in diffusers)."""
-        return self._interrupt
-
-    @property
-    def guidance_scale(self) -> float | None:
-        """w of the current or last call; a step-end callback may set `pipe._guidance_scale` for the steps after
-        it (as in diffusers)."""
-        return self._guidance_scale
-
-    @property
-    def num_timesteps(self) -> int:
-        """Solver steps (model calls) of the current or last call."""
-        return self._num_timesteps
+    def encode_prompt(
+        self, prompt, device, num_images_per_prompt=1, do_classifier_free_guidance=False, **embeds
+    ):
+        """`StableDiffusionPipeline.encode_prompt`'s (prompt_embeds, negative_prompt_embeds) with this pipeline's
+        tokenizer and text encoder; `embeds`: negative_prompt, prompt_embeds, negative_prompt_embeds."""
+        args = (prompt, device, num_images_per_prompt, do_classifier_free_guidance)
+        return call_inputs.encode_prompt(self.tokenizer, self.text_encoder, *args, **embeds)
 
     @torch.no_grad()
     def __call__(
         self,
-        batch_size: int = 1,
+        prompt: Prompt | None = None,
+        height: int | None = None,
+        width: int | None = None,
         num_inference_steps: int | None = None,
-        sampler: str | None = None,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        guidance_scale: float | None = None,
+        negative_prompt: Prompt | None = None,
+        num_images_per_prompt: int = 1,
         eta: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        class_labels: int | Sequence[int] | torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
-        guidance_scale: float | None = None,
-        num_images_per_prompt: int = 1,
-        stitch: tuple[Denoiser, float] | None = None,
-        clip_x0: bool | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        class_labels: int | str | Sequence[int | str] | torch.Tensor | None = None,
+        batch_size: int = 1,
+        sampler: str | None = None,
+        stitch: tuple[Denoiser, float] | None = None,
+        clip_x0: bool | None = None,
         image: PipelineImageInput | None = None,
         mask_image: PipelineImageInput | None = None,
         strength: float | None = None,
     ) -> ImagePipelineOutput | tuple:
-        """Sample images.
+        """Sample images. Arguments `StableDiffusionPipeline` has mean what they mean there (guidance: below).
 
-        num_inference_steps: solver steps; None: the model's own (`default_steps` in model_index.json, set for a
+        prompt / negative_prompt: text (a string, or one per sample) read by the pipeline's tokenizer and text
+            encoder (`encode_prompt`; one string is drawn `batch_size` times), or prompt_embeds (B, L, D) and
+            negative_prompt_embeds (1 or B rows; default under guidance: the empty prompt's).
+        class_labels: class numbers or names (`self.config.class_names`); one label is drawn `batch_size` times.
+        guidance_scale: w of classifier-free guidance ε̂_∅ + w (ε̂_c − ε̂_∅) (w = 1: the conditional model,
+            w = 0 the unconditional one); None (the default): no guidance.
+        height / width: in pixels (default: the trained size); other multiples of the UNet's down-sampling.
+        num_inference_steps: None: the model's own (`default_steps` in model_index.json, set for a
             step-distilled model), else 50.
-        sampler: None samples with `self.scheduler` exactly as set (any diffusers scheduler that runs on the model's
-            DDPM noise schedule; others are refused with the reason), or a preset name from
-            `slimdiff.sampling.solvers.SAMPLERS` (ddpm, ddim, …, euler, lcm) built from the stored
-            scheduler's noise schedule.
-        eta: DDIM's η, passed to any scheduler whose step takes `eta` (None: the scheduler's own default).
+        sampler: None samples with `self.scheduler` as set (any diffusers scheduler that runs on the model's DDPM
+            noise schedule), or a preset of `slimdiff.sampling.solvers.SAMPLERS` on the stored noise schedule.
+        eta: DDIM's η, for any scheduler whose step takes `eta` (None: the scheduler's own default).
         latents: the initial noise (else drawn with `generator`); cast to the UNet's dtype and device.
-        class_labels / prompt_embeds (+ negative_prompt_embeds): conditioning; guidance_scale w turns on
-            classifier-free guidance (w = 1 is the conditional model, w = 0 the unconditional one).
-        num_images_per_prompt: images per class label / prompt embedding (unconditional: per batch_size sample).
-        stitch: (teacher, fraction) — this pipeline's UNet for the first `fraction` of the steps, the teacher
-            after; needs a solver that keeps no earlier model outputs (ddpm, ddim, euler, …).
-        clip_x0: clip the x0 estimate to [-1, 1]. Default: for a named sampler on in pixel space (no vae) and off in
-            latent space; for `self.scheduler` off (its own clip_sample / thresholding decide).
+        num_images_per_prompt: images per class label / prompt (unconditional: per batch_size sample).
+        stitch: (teacher, fraction) — this UNet for the first `fraction` of the steps, the teacher after; needs a
+            solver that keeps no earlier model outputs (ddpm, ddim, euler, …).
+        clip_x0: clip the x0 estimate to [-1, 1]. Default: on for a named sampler in pixel space (no vae), else
+            off (`self.scheduler`'s own clip_sample / thresholding decide).
         output_type: "pil", "np" (B, H, W, C) in [0, 1], "pt" (B, C, H, W) in [0, 1], or "latent".
-        callback_on_step_end: `f(pipe, step, timestep, {"latents": x}) -> dict` after every step (or a diffusers
-            `PipelineCallback`); a returned "latents" replaces the current ones.
-        image: image-to-image — PIL image(s), numpy / tensor in [0, 1] (as diffusers' VaeImageProcessor takes
-            them) of the size the model draws; one image for every sample or one per sample (or per k samples).
-            `latents` is then the noise ε added to it.
-        mask_image: inpainting — white (1) is repainted, black (0) kept: after every step the kept region is
-            the image noised to that step, and the output's kept pixels are the image's (`sampling/init_image.py`).
-        strength: s ∈ [0, 1], the share of the `num_inference_steps` run, from the image noised to the first
-            one's timestep (1: from pure noise, 0: the image back); default 0.8, or 1 with a mask (diffusers').
+        image / mask_image / strength: image-to-image and inpainting (`sampling/init_image.py`): image(s) in
+            [0, 1] of the model's size, one for all samples or one per sample; white mask pixels are repainted;
+            `latents` is the noise added; strength s ∈ [0, 1] the share of the steps run (0.8; 1 with a mask).
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"unknown output_type {output_type!r}; valid: {', '.join(OUTPUT_TYPES)}")
         if num_inference_steps is None:
             num_inference_steps = self.config.get("default_steps") or 50
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown:
-            raise ValueError(
-                f"callback tensor inputs {sorted(unknown)} unknown; valid: {self._callback_tensor_inputs}"
-            )
+        check_options(
+            output_type, num_inference_steps, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs
+        )
         strength = resolve_strength(image, mask_image, strength)
-        if sampler is None:
-            scheduler = sampling_copy(self.scheduler)
-        else:
-            scheduler = build_scheduler(get_sampler(sampler), dict(self.scheduler.config))
+        if image is not None and (timesteps is not None or sigmas is not None or height or width):
+            raise ValueError("with an image, the image sets the size and `strength` the steps")
+        device, dtype = self._execution_device, getattr(self.unet, "dtype", torch.float32)
+        scheduler, extra = call_scheduler(
+            self.scheduler,
+            sampler,
+            num_inference_steps,
+            timesteps,
+            sigmas,
+            device,
+            eta=eta,
+            generator=generator,
+        )
         if stitch is not None:
             check_stitch(stitch, self.unet, scheduler, sampler or type(scheduler).__name__)
-        device, dtype = self._execution_device, getattr(self.unet, "dtype", torch.float32)
+        embeds = (prompt_embeds, negative_prompt_embeds, guidance_scale is not None)
+        text = prompt_inputs(self, batch_size, prompt, negative_prompt, *embeds)
+        labels = class_indices(class_labels, self.config.class_names)
         batch_size, cond, uncond = conditioning(
-            self.unet.config,
-            batch_size,
-            class_labels,
-            prompt_embeds,
-            negative_prompt_embeds,
-            guidance_scale,
-            num_images_per_prompt,
-            device,
-            dtype,
+            self.unet.config, batch_size, labels, *text, guidance_scale, num_images_per_prompt, device, dtype
         )
-        shape = (batch_size, self.unet.config.in_channels, *sample_hw(self.unet.config))
+        hw = latent_hw(self.unet.config, self.vae, height, width)
+        shape = (batch_size, self.unet.config.in_channels, *hw)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
@@ -221,20 +228,13 @@ class SlimDiffusionPipeline(DiffusionPipeline):
         if clip_x0 is None:
             clip_x0 = sampler is not None and self.vae is None
         prediction_type = scheduler.config.prediction_type
-
-        scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps, begin = scheduler.timesteps, 0
         if init is not None:
             timesteps, begin = image_timesteps(scheduler, num_inference_steps, strength)
-        step_kwargs = inspect.signature(scheduler.step).parameters
-        extra = {
-            k: v
-            for k, v in {"eta": eta, "generator": generator}.items()
-            if k in step_kwargs and v is not None
-        }
         # an image's trajectory switches to the teacher at the timestep plain sampling does
         models = stitch_plan(self.unet, stitch, len(scheduler.timesteps))[begin:]
-        self._interrupt, self._num_timesteps, self._guidance_scale = False, len(timesteps), guidance_scale
+        self._interrupt, self._num_timesteps = False, len(timesteps)
+        self._guidance_scale, self._guided = guidance_scale, uncond is not None
         noise = latents.to(device, dtype)
         x = noise * scheduler.init_noise_sigma if init is None else init.start(scheduler, noise, timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
@@ -243,7 +243,7 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             x_in = scheduler.scale_model_input(x, t)
             if uncond is None:
                 out = denoiser_output(models[i], x_in, t, cond)
-            else:
+            else:  # read each step: a step-end callback may change it (diffusers' callback tests do)
                 out = guided_output(models[i], x_in, t, cond, uncond, self._guidance_scale)
             if clip_x0:
                 out = clip_prediction(out, x_in, alpha_bar_at(scheduler, t).to(x_in), prediction_type)
@@ -251,20 +251,15 @@ class SlimDiffusionPipeline(DiffusionPipeline):
             if init is not None:
                 x = init.blend(scheduler, x, noise, timesteps[i + 1] if i + 1 < len(timesteps) else None)
             if callback_on_step_end is not None:
-                tensors = {"latents": x}
-                outputs = callback_on_step_end(
-                    self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                )
-                x = outputs.pop("latents", x)
+                tensors = {k: {"latents": x}[k] for k in callback_on_step_end_tensor_inputs}
+                x = callback_on_step_end(self, i, t, tensors).pop("latents", x)
 
         images = x
         if output_type != "latent":
             pixels = self.decode(x)
-            images = (pixels if init is None else init.keep_unmasked(pixels)) / 2 + 0.5
-        if output_type in ("np", "pil"):
-            images = images.permute(0, 2, 3, 1).float().cpu().numpy()
-        if output_type == "pil":
-            images = self.numpy_to_pil(images)
+            images = output_images(
+                (pixels if init is None else init.keep_unmasked(pixels)) / 2 + 0.5, output_type
+            )
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 

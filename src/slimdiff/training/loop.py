@@ -26,6 +26,7 @@ from slimdiff.config import Config
 from slimdiff.data.order import StepSampler
 from slimdiff.diffusion import add_noise, micro_step_noise
 from slimdiff.errors import TrainingDiverged, TrainingError, TrainingStopped, check_output_folder
+from slimdiff.reporting.progress import progress_bar, write
 from slimdiff.training.checkpoint import candidates, list_checkpoints, restore_checkpoint, save_checkpoint
 from slimdiff.training.conditioning import split_batch
 from slimdiff.training.objectives import Objective, Terms
@@ -110,7 +111,6 @@ def train(
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
-    from tqdm.auto import tqdm
 
     run_dir, tc = Path(config.run.dir), config.train
     check_output_folder(run_dir, "run.dir")
@@ -136,7 +136,7 @@ def train(
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
     main = accelerator.is_main_process
-    log = RunLog(run_dir / "logs" / "run.log", main, tqdm.write if progress and main else None)
+    log = RunLog(run_dir / "logs" / "run.log", main, write if progress and main else None)
     run = build_run(config, accelerator, log, make_objective)
     if resume_from is not None:
         log(f"resumed from {restore_checkpoint(run, resume_from)} at step {run.step}")
@@ -153,8 +153,6 @@ def train(
 def _loop(run: TrainingRun, config: Config, progress: bool) -> None:
     """Steps from `run.step` to `train.steps`: forward/backward, optimiser, logs, samples, checkpoints, and at
     the end the model folder."""
-    from tqdm.auto import tqdm
-
     accelerator, log, tc, run_dir = run.accelerator, run.log, config.train, run.run_dir
     main = accelerator.is_main_process
     log.start()
@@ -174,9 +172,7 @@ def _loop(run: TrainingRun, config: Config, progress: bool) -> None:
         f"total batch {total_batch} = {tc.batch_size} × {tc.grad_accum} accumulation × "
         f"{accelerator.num_processes} process(es), lr {tc.base_lr * total_batch:.3g}"
     )
-    bar = tqdm(
-        total=tc.steps, initial=run.step, disable=not (main and progress), desc="training", dynamic_ncols=True
-    )
+    bar = progress_bar("training", tc.steps, initial=run.step, disable=not (main and progress), leave=True)
     scalars = ScalarWindow(accelerator)
     with _stop_signals() as received:
         while run.step < tc.steps:

@@ -3,7 +3,6 @@ model folder."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -73,14 +72,18 @@ def ema_unet(unet: nn.Module, ema) -> nn.Module:
 
 
 def _pipeline(
-    unet: nn.Module, vae: nn.Module | None, scheduler: DDPMScheduler, objective: Objective | None = None
+    unet: nn.Module,
+    vae: nn.Module | None,
+    scheduler: DDPMScheduler,
+    objective: Objective | None = None,
+    **components,
 ) -> SlimDiffusionPipeline:
     """The pipeline of a trained UNet, sampling as its `objective` says (a step-distilled student: its
-    scheduler and step count)."""
-    pipe = SlimDiffusionPipeline(unet=unet, scheduler=scheduler, vae=vae)
+    scheduler and step count); `components`: a text model's tokenizer and text encoder, class names."""
+    pipe = SlimDiffusionPipeline(unet=unet, scheduler=scheduler, vae=vae, **components)
     if objective is not None:
         sampler, steps = objective.sampling(pipe.scheduler)
-        pipe = SlimDiffusionPipeline(unet=unet, scheduler=sampler, vae=vae, default_steps=steps)
+        pipe = SlimDiffusionPipeline(unet=unet, scheduler=sampler, vae=vae, default_steps=steps, **components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -117,20 +120,15 @@ def export_model(
     objective: Objective | None = None,
 ) -> None:
     """`folder` = a SlimDiffusionPipeline: unet/ (EMA weights), scheduler/ (training schedule, or the
-    `objective`'s sampling scheduler), vae/ if any; a text model's tokenizer/ and text_encoder/, a class model's
-    class_names.json."""
+    `objective`'s sampling scheduler), vae/ if any; a text model's tokenizer/ and text_encoder/ as components, a
+    class model's class names in model_index.json."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
+    encoder = getattr(conditioner, "text_encoder", None)
+    text = {} if encoder is None else {"tokenizer": encoder.tokenizer, "text_encoder": encoder.model}
     try:
-        _pipeline(ema_unet(unet, ema), vae, scheduler, objective).save_pretrained(
-            str(tmp), safe_serialization=True
-        )
-        encoder = getattr(conditioner, "text_encoder", None)
-        if encoder is not None:
-            encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-            encoder.model.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
-        if class_names:
-            (tmp / "class_names.json").write_text(json.dumps(class_names))
+        pipe = _pipeline(ema_unet(unet, ema), vae, scheduler, objective, class_names=class_names, **text)
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
     except WRITE_ERRORS as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TrainingError(
