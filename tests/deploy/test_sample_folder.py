@@ -6,6 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
+from slimdiff.deploy.sample_folder import SampleSettings, sample_folder
 
 runner = CliRunner()
 
@@ -39,6 +40,9 @@ def test_sample_writes_numbered_pngs_a_grid_and_the_config(models, tmp_path):
     assert config["scheduler"] == "unipc" and config["num_images"] == 5
     assert isinstance(config["seconds"], float) and config["seconds"] >= 0  # wall time: any value may occur
     assert config["noise_schedule"]["beta_schedule"] == "scaled_linear"
+    # an ordinary model (no default_steps) without --scheduler / --steps: dpm++, 20 steps
+    record = sample_folder(SampleSettings(str(models / "student"), tmp_path / "d", num_images=1))
+    assert (record["scheduler"], record["steps"]) == ("dpm++", 20)
 
 
 def test_images_do_not_depend_on_the_batch_size(models, tmp_path):
@@ -108,7 +112,7 @@ def test_user_mistakes_are_one_clear_line(models, tmp_path, model, args, message
 
 
 def test_sample_folder_writes_the_images_generate_draws(models, tmp_path):
-    from slimdiff.deploy.sample_folder import SampleSettings, load_for_sampling, sample_folder
+    from slimdiff.deploy.sample_folder import load_for_sampling
     from slimdiff.reporting.images import to_uint8
     from slimdiff.sampling.generate import generate
 

@@ -8,6 +8,7 @@ import inspect
 import io
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,8 +17,10 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from slimdiff.cli.sample import sample as sample_command
+from slimdiff.deploy.sample_folder import SampleSettings, with_model_defaults
 from slimdiff.models.loading import load_unet
 from slimdiff.models.size import count_params
+from slimdiff.sampling.pipeline import load_pipeline
 from slimdiff.serve.app import make_app
 from slimdiff.serve.requests import MAX_UPLOAD_BYTES
 from slimdiff.serve.server import BadRequest, Cancelled, Generator, load_generator
@@ -60,10 +63,12 @@ def test_info_reports_what_each_model_costs_and_the_cli_defaults(client, pair):
         assert model["name"] in folder and "/" not in model["name"]
         assert model["params"] == count_params(load_unet(folder)) and model["macs"] > 0
     assert info["models"]["student"]["params"] < info["models"]["teacher"]["params"]
-    # the page draws what `slimdiff sample` draws by default
+    # the page draws what `slimdiff sample` draws by default for a model that is not step-distilled
     cli = inspect.signature(sample_command).parameters
-    assert info["defaults"]["sampler"] == cli["scheduler"].default.default == "dpm++"
-    assert info["defaults"]["steps"] == cli["steps"].default.default
+    assert cli["scheduler"].default.default is None and cli["steps"].default.default is None
+    drawn = with_model_defaults(SampleSettings(pair[0], Path("unused")), load_pipeline(pair[0]))
+    assert (info["defaults"]["sampler"], info["defaults"]["steps"]) == (drawn.scheduler, drawn.steps)
+    assert drawn.scheduler == "dpm++"
     assert info["image_size"] == [8, 8] and info["img2img"] and info["classes"] is None
 
 

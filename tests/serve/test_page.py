@@ -74,8 +74,13 @@ def browser(downloads):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, tiny_folder):
-    """The shipped tiny teacher beside a slim student of its size (random weights: the page is what is tested)."""
-    student = tiny_folder(tmp_path_factory.mktemp("page") / "slim-student", 0, size=32)
+    """The shipped tiny teacher beside a slim student of its size (random weights: the page is what is tested;
+    the README's screenshots take a trained one from SLIMDIFF_SCREENSHOT_STUDENT, e.g. the demo's student)."""
+    folder, trained = (
+        tmp_path_factory.mktemp("page") / "slim-student",
+        os.environ.get("SLIMDIFF_SCREENSHOT_STUDENT"),
+    )
+    student = shutil.copytree(trained, folder) if trained else tiny_folder(folder, 0, size=32)
     generator = load_generator(student, str(TINY_TEACHER))
     url, stop = start(generator)
     yield url, generator

@@ -4,6 +4,8 @@ run end to end (the exported folder samples in N UNet calls with no arguments) a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -157,6 +159,12 @@ def test_to_steps_trains_and_exports_a_folder_that_samples_in_n_calls(
     images = pipe(batch_size=2, output_type="pt").images
     assert len(calls) == 3 and images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     assert "steps: 3" in (tmp_path / "run" / "config.yaml").read_text()
+    # `slimdiff sample` without --scheduler / --steps samples it as exported, too
+    out = tmp_path / "samples"
+    result = RUNNER.invoke(app, ["sample", str(tmp_path / "run"), "--out", str(out), "-n", "2"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "sample.json").read_text())
+    assert (record["scheduler"], record["steps"]) == ("LCMScheduler (the model's own)", 3)
 
 
 def test_bad_to_steps_is_one_line_before_anything_is_written(tmp_path, micro_config, tiny_teacher_folder):

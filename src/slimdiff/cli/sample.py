@@ -16,8 +16,14 @@ from slimdiff.sampling.solvers import SAMPLERS
 def sample(
     model: str = typer.Argument(..., help="pipeline folder, run folder, UNet folder or hub id"),
     out: Path = typer.Option(..., "--out", help="folder for the PNGs, grid.png and sample.json"),
-    scheduler: str = typer.Option("dpm++", "--scheduler", help=SCHEDULER_HELP),
-    steps: int = typer.Option(20, "--steps", min=1, max=1000, help="solver steps"),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help=SCHEDULER_HELP + "; default: a step-distilled model's own, else dpm++",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", min=1, max=1000, help="solver steps; default: a step-distilled model's own, else 20"
+    ),
     num_images: int = typer.Option(16, "-n", "--num-images", min=1, max=100_000, help="images to draw"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=1024, help="images per UNet call"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the initial noise and of stochastic solvers"),
@@ -75,14 +81,15 @@ def sample(
     """Draw images from a model with any diffusers solver, optional guidance and stitching, from noise or from
     an --init-image (image-to-image; inpainting with --mask)."""
     from slimdiff.deploy.export import PRECISIONS
-    from slimdiff.deploy.sample_folder import SampleSettings, sample_folder
+    from slimdiff.deploy.sample_folder import DEFAULT_SCHEDULER, SampleSettings, sample_folder
 
-    if scheduler not in SAMPLERS:
+    if scheduler is not None and scheduler not in SAMPLERS:
         fail(f"unknown --scheduler {scheduler!r}; valid: {', '.join(SAMPLERS)}")
-    if stitch_teacher is not None and SAMPLERS[scheduler].keeps_model_outputs:
+    if stitch_teacher is not None and SAMPLERS[scheduler or DEFAULT_SCHEDULER].keeps_model_outputs:
         single = ", ".join(s.name for s in SAMPLERS.values() if not s.keeps_model_outputs)
         fail(
-            f"--stitch-teacher needs a single-step --scheduler ({single}); {scheduler} keeps past model outputs"
+            f"--stitch-teacher needs a single-step --scheduler ({single}); "
+            f"{scheduler or DEFAULT_SCHEDULER} keeps past model outputs"
         )
     if guidance is not None and label is None and prompt is None:
         fail("--guidance needs --label or --prompt (what to guide towards)")

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,9 @@ from slimdiff.sampling.memory import check_batch_memory
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
 GRID_IMAGES = 256  # the grid shows the first images only: a 100k-image grid would not fit in memory
+# what a model samples with when not told: a step-distilled model (`default_steps` in its model_index.json) its
+# own saved scheduler and step count, any other these
+DEFAULT_SCHEDULER, DEFAULT_STEPS = "dpm++", 20
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class SampleSettings:
 
     model: str  # pipeline folder, run folder, UNet folder or hub id
     out: Path
-    scheduler: str = "dpm++"
-    steps: int = 20
+    scheduler: str | None = None  # None: the model's own if step-distilled, else DEFAULT_SCHEDULER
+    steps: int | None = None  # None: the model's `default_steps` if step-distilled, else DEFAULT_STEPS
     num_images: int = 16
     batch_size: int = 8
     seed: int = 0
@@ -92,6 +95,18 @@ def load_for_sampling(
     pipe = use_decoder(pipe, model, "full" if onnx and decoder == "slim" else decoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def with_model_defaults(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> SampleSettings:
+    """`settings` with an unset step count and scheduler filled in: a step-distilled model samples as it was
+    exported (its `default_steps`; the scheduler stays None: the pipeline's own), any other model with
+    DEFAULT_SCHEDULER and DEFAULT_STEPS."""
+    own_steps = pipe.config.get("default_steps")
+    if own_steps:
+        return replace(settings, steps=settings.steps or own_steps)
+    return replace(
+        settings, scheduler=settings.scheduler or DEFAULT_SCHEDULER, steps=settings.steps or DEFAULT_STEPS
+    )
 
 
 def _condition(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> tuple[dict, dict]:
@@ -143,6 +158,7 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
     a label for an unconditional model, …) raises `ConfigError` and leaves no sample.json behind; an init image
     or mask that cannot be read or does not fit the model raises before anything is written."""
     pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder, settings.precision)
+    settings = with_model_defaults(settings, pipe)
     condition, per_image = _condition(settings, pipe)
     condition |= _init_image(settings, pipe)
     stitch = None
@@ -163,6 +179,7 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
     for old in (*out.glob("*.png"), out / "sample.json"):
         old.unlink(missing_ok=True)
     record = {**settings.record(), "noise_schedule": dict(pipe.scheduler.config)}
+    record["scheduler"] = settings.scheduler or f"{type(pipe.scheduler).__name__} (the model's own)"
     drawn = 0
 
     def save(first: int, images: torch.Tensor) -> None:

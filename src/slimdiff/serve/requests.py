@@ -14,7 +14,7 @@ import re
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from slimdiff.deploy.sample_folder import SampleSettings
+from slimdiff.deploy.sample_folder import DEFAULT_SCHEDULER, DEFAULT_STEPS, SampleSettings
 from slimdiff.errors import DataError, SlimdiffError
 from slimdiff.sampling.solvers import SAMPLERS
 
@@ -35,8 +35,8 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-    sampler: str = Field(SampleSettings.scheduler, description="a solver of `slimdiff sample --scheduler`")
-    steps: int = Field(SampleSettings.steps, ge=1, le=MAX_STEPS, description="solver steps")
+    sampler: str = Field(DEFAULT_SCHEDULER, description="a solver of `slimdiff sample --scheduler`")
+    steps: int = Field(DEFAULT_STEPS, ge=1, le=MAX_STEPS, description="solver steps")
     seed: int = Field(SampleSettings.seed, ge=0, le=2**31 - 1, description="seed of the initial noise")
     n: int = Field(1, ge=1, le=MAX_IMAGES, description="images per model")
     label: int | None = Field(None, ge=0, description="class number (class-conditional models)")
