@@ -24,16 +24,7 @@ from slimdiff.errors import ModelError
 from slimdiff.models.unet import SlimUNet2DConditionModel, SlimUNet2DModel
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
-
-def _images(pipe, **call):
-    pipe.set_progress_bar_config(disable=True)
-    call = {
-        "num_inference_steps": 3,
-        "generator": torch.Generator().manual_seed(0),
-        "output_type": "pt",
-        **call,
-    }
-    return pipe(**call).images
+from .drawing import draw
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,7 @@ def test_plain_diffusion_pipeline_from_pretrained_returns_ours(
     loaded = DiffusionPipeline.from_pretrained(folder)
     assert type(loaded) is SlimDiffusionPipeline and type(loaded.unet) is SlimUNet2DModel
     assert_same_parameters(pipe.unet, loaded.unet)
-    assert_outputs_close(_images(loaded), _images(pipe))
+    assert_outputs_close(draw(loaded), draw(pipe))
 
 
 def test_plain_diffusers_in_a_fresh_process_needs_only_import_slimdiff(saved, tmp_path):
@@ -116,7 +107,7 @@ def test_folders_of_slimdiff_0_1_still_load(saved, tmp_path, assert_outputs_clos
         assert type(loaded.unet) is SlimUNet2DModel
         # the bare noise schedule samples as slimdiff always sampled it: trailing spacing, x0 clipped in pixel space
         assert loaded.scheduler.config.timestep_spacing == "trailing" and loaded.scheduler.config.thresholding
-        assert_outputs_close(_images(loaded), _images(pipe))
+        assert_outputs_close(draw(loaded), draw(pipe))
 
 
 # --- hub ids, the network mocked ---------------------------------------------------------------------------------
@@ -184,7 +175,7 @@ def test_a_hub_id_loads_through_diffusers_download(saved, hub, assert_same_param
         loaded = loader("someone/slim-tiny", revision="v1", token="secret")
         assert type(loaded) is SlimDiffusionPipeline and loaded.name_or_path == "someone/slim-tiny"
         assert_same_parameters(pipe.unet, loaded.unet)
-        assert_outputs_close(_images(loaded), _images(pipe))
+        assert_outputs_close(draw(loaded), draw(pipe))
     downloads = [c for c in hub.calls if c[0] == "snapshot_download"]
     assert downloads and all(c[3:] == ("secret", "v1") for c in downloads)  # token and revision passed on
     assert any("unet/diffusion_pytorch_model.safetensors" in c[2] for c in downloads)

@@ -19,15 +19,7 @@ from slimdiff.models.text_encoder import load_text_encoder
 from slimdiff.sampling.conditions import class_names, prompt_embeddings
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
-
-def _pt(pipe, **call):
-    call = {
-        "num_inference_steps": 3,
-        "generator": torch.Generator().manual_seed(0),
-        "output_type": "pt",
-        **call,
-    }
-    return pipe(**call).images
+from .drawing import draw
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +63,22 @@ def test_encode_prompt_is_the_clip_last_hidden_state_of_the_padded_tokens(text_p
 
 def test_prompt_equals_the_prompt_embeddings_path(text_pipe, clip):
     embeds, negative = prompt_embeddings(clip, "a brick wall", "")
-    old = _pt(
+    old = draw(
         text_pipe, prompt_embeds=embeds.expand(2, -1, -1), negative_prompt_embeds=negative, guidance_scale=2.0
     )
-    new = _pt(text_pipe, prompt="a brick wall", batch_size=2, guidance_scale=2.0)
+    new = draw(text_pipe, prompt="a brick wall", batch_size=2, guidance_scale=2.0)
     torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-5)
-    listed = _pt(text_pipe, prompt=["a brick wall", "a brick wall"], negative_prompt="", guidance_scale=2.0)
+    listed = draw(text_pipe, prompt=["a brick wall", "a brick wall"], negative_prompt="", guidance_scale=2.0)
     torch.testing.assert_close(listed, old, rtol=1e-4, atol=1e-5)
     # one prompt: prompt_embeds alone get the empty prompt as the negative; another negative prompt steers
-    one = _pt(text_pipe, prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=2.0)
+    one = draw(text_pipe, prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=2.0)
     torch.testing.assert_close(
-        _pt(text_pipe, prompt_embeds=embeds, guidance_scale=2.0), one, rtol=1e-4, atol=1e-5
+        draw(text_pipe, prompt_embeds=embeds, guidance_scale=2.0), one, rtol=1e-4, atol=1e-5
     )
     torch.testing.assert_close(
-        _pt(text_pipe, prompt="a brick wall", guidance_scale=2.0), one, rtol=1e-4, atol=1e-5
+        draw(text_pipe, prompt="a brick wall", guidance_scale=2.0), one, rtol=1e-4, atol=1e-5
     )
-    steered = _pt(text_pipe, prompt="a brick wall", negative_prompt="grass", guidance_scale=2.0)
+    steered = draw(text_pipe, prompt="a brick wall", negative_prompt="grass", guidance_scale=2.0)
     assert (steered - one).abs().max() > 1e-3
 
 
@@ -100,7 +92,7 @@ def test_text_pipeline_round_trips_through_plain_diffusers(text_pipe, saved_text
     for name, tensor in text_pipe.text_encoder.state_dict().items():
         assert torch.equal(loaded.text_encoder.state_dict()[name], tensor), name
     loaded.set_progress_bar_config(disable=True)
-    torch.testing.assert_close(_pt(loaded, prompt="gravel"), _pt(text_pipe, prompt="gravel"))
+    torch.testing.assert_close(draw(loaded, prompt="gravel"), draw(text_pipe, prompt="gravel"))
 
 
 def test_a_folder_with_the_encoder_beside_model_index_still_loads_it(text_pipe, saved_text, tmp_path):
@@ -112,20 +104,20 @@ def test_a_folder_with_the_encoder_beside_model_index_still_loads_it(text_pipe, 
     loaded = load_pipeline(old)
     assert loaded.text_encoder is not None
     loaded.set_progress_bar_config(disable=True)
-    torch.testing.assert_close(_pt(loaded, prompt="gravel"), _pt(text_pipe, prompt="gravel"))
+    torch.testing.assert_close(draw(loaded, prompt="gravel"), draw(text_pipe, prompt="gravel"))
 
 
 def test_prompt_mistakes_are_one_clear_line(text_pipe, tiny_pipeline, tiny_condition_unet):
     with pytest.raises(ValueError, match="not text-conditional"):
-        _pt(tiny_pipeline(), prompt="a cat")
+        draw(tiny_pipeline(), prompt="a cat")
     with pytest.raises(ValueError, match="not text-conditional"):
-        _pt(tiny_pipeline(tiny_condition_unet()), prompt="a cat")  # a class model
+        draw(tiny_pipeline(tiny_condition_unet()), prompt="a cat")  # a class model
     with pytest.raises(ValueError, match="no tokenizer and text_encoder"):
-        _pt(tiny_pipeline(tiny_condition_unet(classes=None)), prompt="a cat")
+        draw(tiny_pipeline(tiny_condition_unet(classes=None)), prompt="a cat")
     with pytest.raises(ValueError, match="not both"):
-        _pt(text_pipe, prompt="a", prompt_embeds=torch.zeros(1, 8, 32))
+        draw(text_pipe, prompt="a", prompt_embeds=torch.zeros(1, 8, 32))
     with pytest.raises(ValueError, match="needs prompt or prompt_embeds"):
-        _pt(text_pipe, negative_prompt="a")
+        draw(text_pipe, negative_prompt="a")
 
 
 def test_guidance_properties_follow_a_step_end_callback(text_pipe):
@@ -136,9 +128,9 @@ def test_guidance_properties_follow_a_step_end_callback(text_pipe):
         pipe._guidance_scale += 1.0
         return tensors
 
-    _pt(text_pipe, prompt="a", guidance_scale=2.0, callback_on_step_end=raise_guidance)
+    draw(text_pipe, prompt="a", guidance_scale=2.0, callback_on_step_end=raise_guidance)
     assert text_pipe.guidance_scale == 2.0 + text_pipe.num_timesteps and seen == [True] * 3
-    _pt(text_pipe, prompt="a")
+    draw(text_pipe, prompt="a")
     assert text_pipe.guidance_scale is None and not text_pipe.do_classifier_free_guidance
 
 
@@ -158,16 +150,16 @@ def named_class_pipe(tiny_pipeline, tiny_condition_unet, tmp_path_factory):
 def test_a_class_name_draws_what_its_number_draws(named_class_pipe):
     pipe, folder = named_class_pipe
     torch.testing.assert_close(
-        _pt(pipe, class_labels="gravel", batch_size=2), _pt(pipe, class_labels=2, batch_size=2)
+        draw(pipe, class_labels="gravel", batch_size=2), draw(pipe, class_labels=2, batch_size=2)
     )
     torch.testing.assert_close(
-        _pt(pipe, class_labels=["grass", 0], guidance_scale=2.0),
-        _pt(pipe, class_labels=[1, 0], guidance_scale=2.0),
+        draw(pipe, class_labels=["grass", 0], guidance_scale=2.0),
+        draw(pipe, class_labels=[1, 0], guidance_scale=2.0),
     )
     loaded = DiffusionPipeline.from_pretrained(folder)  # the names travel in model_index.json
     assert loaded.config.class_names == ["brick", "grass", "gravel"] == class_names(folder)
     with pytest.raises(ValueError, match="unknown class 'sneaker'; classes: brick, grass, gravel"):
-        _pt(pipe, class_labels="sneaker")
+        draw(pipe, class_labels="sneaker")
 
 
 def test_class_names_json_of_an_older_folder_is_read(named_class_pipe, tmp_path, tiny_condition_unet):
@@ -180,33 +172,33 @@ def test_class_names_json_of_an_older_folder_is_read(named_class_pipe, tmp_path,
     assert load_pipeline(old).config.class_names == ["brick", "grass", "gravel"]
     unnamed = SlimDiffusionPipeline(unet=tiny_condition_unet(classes=3), scheduler=training_scheduler())
     with pytest.raises(ValueError, match="no class_names"):
-        _pt(unnamed, class_labels="brick")
+        draw(unnamed, class_labels="brick")
 
 
 def test_height_and_width_draw_other_sizes_of_a_convolutional_unet(tiny_pipeline, tiny_kl, tiny_unet):
     pipe = tiny_pipeline()
-    assert _pt(pipe, height=16, width=12).shape == (1, 3, 16, 12)
-    torch.testing.assert_close(_pt(pipe, height=8, width=8), _pt(pipe))  # the trained size is the default
+    assert draw(pipe, height=16, width=12).shape == (1, 3, 16, 12)
+    torch.testing.assert_close(draw(pipe, height=8, width=8), draw(pipe))  # the trained size is the default
     with pytest.raises(ValueError, match="multiples of 2"):
-        _pt(pipe, height=9)
+        draw(pipe, height=9)
     latent = tiny_pipeline(tiny_unet(channels=4), tiny_kl())  # f2: 8 × 8 latents are 16 × 16 pixels
-    assert _pt(latent).shape == (1, 3, 16, 16)
-    assert _pt(latent, height=32, width=16).shape == (1, 3, 32, 16)
+    assert draw(latent).shape == (1, 3, 16, 16)
+    assert draw(latent, height=32, width=16).shape == (1, 3, 32, 16)
     with pytest.raises(ValueError, match="multiples of 4"):
-        _pt(latent, height=18)
+        draw(latent, height=18)
 
 
 def test_custom_timesteps_and_sigmas_are_the_schedulers_own(tiny_pipeline):
     pipe = tiny_pipeline()  # DDPM takes timesteps, Euler sigmas
     steps = [999, 600, 300, 50]
     seen = []
-    _pt(pipe, timesteps=steps, callback_on_step_end=lambda p, i, t, x: seen.append(int(t)) or x)
+    draw(pipe, timesteps=steps, callback_on_step_end=lambda p, i, t, x: seen.append(int(t)) or x)
     assert seen == steps and pipe.num_timesteps == 4
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     sigmas, seen = [14.0, 5.0, 1.0, 0.2], []
-    _pt(pipe, sigmas=sigmas, callback_on_step_end=lambda p, i, t, x: seen.append(float(t)) or x)
+    draw(pipe, sigmas=sigmas, callback_on_step_end=lambda p, i, t, x: seen.append(float(t)) or x)
     reference = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     reference.set_timesteps(sigmas=sigmas)
     assert seen == reference.timesteps.tolist()
     with pytest.raises(ValueError, match="Only one of `timesteps` or `sigmas`"):
-        _pt(pipe, timesteps=steps, sigmas=sigmas)
+        draw(pipe, timesteps=steps, sigmas=sigmas)
