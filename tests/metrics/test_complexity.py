@@ -13,6 +13,7 @@ from torch import nn
 from slimdiff.metrics.complexity import (
     count_macs,
     count_macs_by_kind,
+    seconds_per_call,
     steps_per_second,
     torch_threads,
 )
@@ -137,3 +138,20 @@ def test_torch_threads_sets_and_restores_the_count_even_on_error():
         assert torch.get_num_threads() == wanted
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_seconds_per_call_is_the_median_after_one_untimed_warm_up(monkeypatch):
+    now, durations = [0.0], iter([5.0, 0.25, 9.0, 0.5, 0.5])  # warm-up 5 s, then a slow outlier
+    calls = []
+
+    def call():
+        calls.append(1)
+        now[0] += next(durations)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    assert seconds_per_call(call, min_seconds=1.0, min_runs=3) == 0.5  # median of 0.25, 9, 0.5
+    assert len(calls) == 4  # 3 timed runs already fill the second; the warm-up is not counted
+    durations = iter([1.0, 0.25, 0.25, 0.25, 0.25, 0.25])
+    calls.clear()
+    assert seconds_per_call(call, min_seconds=1.0, min_runs=3) == 0.25
+    assert len(calls) == 5  # runs go on until they fill min_seconds

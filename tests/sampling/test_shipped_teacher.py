@@ -29,3 +29,45 @@ def test_shipped_teacher_is_saved_in_the_current_format_with_its_first_weights()
     assert dict(pipe.scheduler.config) == json.loads(
         (TEACHER / "scheduler" / "scheduler_config.json").read_text()
     ) | {k: v for k, v in pipe.scheduler.config.items() if k.startswith("_")}
+
+
+STUDENTS = TEACHER.parent
+# SHA-256 of the shipped students' weights: `slimdiff demo --train-students` at the default settings
+STUDENT_WEIGHTS_SHA256 = {
+    "tiny-sd-student": "f80e792cd174d11eead2ef7317de242ae493555c7de74e6314a87e09e8ee667b",
+    "tiny-sd-baseline": "d9c2d5ae0cb9330a9855d723c3303979a7467eaf5e5d252012ba411ccc8b835e",
+}
+
+
+def test_shipped_students_are_the_demo_recipe_and_load_as_the_tiny_sd_preset():
+    import yaml
+
+    from slimdiff.demo import SHIPPED_STUDENTS, DemoSettings
+    from slimdiff.models.presets import build_unet
+
+    recipe = DemoSettings()
+    assert {Path(str(folder)).name for folder in SHIPPED_STUDENTS.values()} == set(STUDENT_WEIGHTS_SHA256)
+    for name, digest in STUDENT_WEIGHTS_SHA256.items():
+        folder = STUDENTS / name
+        weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest
+        config = yaml.safe_load((folder / "training-config.yaml").read_text())
+        assert config["model"] == "tiny-sd" and config["data"]["source"] == "builtin:textures"
+        assert config["train"]["steps"] == recipe.student_steps
+        assert config["train"]["batch_size"] == recipe.batch_size
+        distill = config["distill"]
+        if name == "tiny-sd-student":  # distilled from the shipped teacher at the demo's positions
+            assert distill["teacher"].endswith("assets/tiny-teacher")
+            assert tuple(distill["positions"]) == recipe.positions
+        else:
+            assert distill is None
+        pipe = DiffusionPipeline.from_pretrained(folder)
+        preset = build_unet("tiny-sd", 32)  # a change to the preset must not leave the assets behind
+
+        def plain(config):  # JSON gives lists where the preset holds tuples
+            return {
+                k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if not k.startswith("_")
+            }
+
+        assert plain(pipe.unet.config) == plain(preset.config)
+        assert pipe.unet.conv_out.weight.abs().sum() > 0

@@ -19,12 +19,23 @@ def demo_command(
         1500, min=1, max=1_000_000, help="steps, when a teacher is trained here"
     ),
     student_steps: int = typer.Option(800, min=1, max=1_000_000, help="distillation steps for the student"),
+    train_students: bool = typer.Option(
+        False,
+        "--train-students",
+        help="train the students here (~1 h on 2 cores) even where the shipped ones are the same recipe",
+    ),
+    few_step_calls: int = typer.Option(
+        4, min=0, max=50, help="calls of the step-distilled student (0: no step distillation)"
+    ),
+    few_step_training: int = typer.Option(
+        250, min=1, max=1_000_000, help="step-distillation (consistency) training steps"
+    ),
     positions: str = typer.Option(
         "output",
         help="distillation positions, comma-separated, from output, feat-up1, feat-up2, feat-down4",
     ),
     baseline: bool = typer.Option(True, help="also train the student without a teacher, for comparison"),
-    samples: int = typer.Option(256, min=8, max=50_000, help="images sampled per model for the metrics"),
+    samples: int = typer.Option(128, min=8, max=50_000, help="images sampled per model for the metrics"),
     sample_steps: int = typer.Option(100, min=1, max=1000, help="DDIM steps per sample"),
     eta: float = typer.Option(
         1.0,
@@ -44,6 +55,9 @@ def demo_command(
             teacher=teacher,
             teacher_steps=teacher_steps,
             student_steps=student_steps,
+            train_students=train_students or None,
+            few_step_calls=few_step_calls,
+            few_step_training=few_step_training,
             positions=tuple(p.strip() for p in positions.split(",") if p.strip()),
             baseline=baseline,
             samples=samples,

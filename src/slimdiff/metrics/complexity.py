@@ -1,4 +1,5 @@
-"""Model complexity: MACs of one UNet step and throughput in UNet steps per second (parameters: `models.size`).
+"""Model complexity: MACs of one UNet step, throughput in UNet steps per second and seconds per call (parameters:
+`models.size`).
 
 MACs come from torch's `FlopCounterMode` (one MAC = two FLOPs of a matmul or convolution). On CPU the
 fused `scaled_dot_product_attention` kernel is not counted, so while counting the attention layers run
@@ -8,8 +9,9 @@ and linear layers only (ours match them within 1% that way), so the two kinds ar
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -81,3 +83,15 @@ def steps_per_second(
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return steps / elapsed
+
+
+def seconds_per_call(call: Callable[[], object], min_seconds: float = 1.0, min_runs: int = 3) -> float:
+    """Median wall-clock seconds of `call()` after one warm-up call, over at least `min_runs` runs and
+    `min_seconds` (the median: one run slowed by another process does not move it)."""
+    call()
+    times: list[float] = []
+    while len(times) < min_runs or sum(times) < min_seconds:
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

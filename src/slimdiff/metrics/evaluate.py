@@ -25,7 +25,7 @@ from slimdiff.metrics.conditional import (
     sampling_conditions,
 )
 from slimdiff.metrics.protocols import Protocol, get_protocol
-from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip
+from slimdiff.metrics.runners import RUNNERS, Evaluation, Skip, sampler_call
 from slimdiff.metrics.summary import summary
 from slimdiff.metrics.targets import image_folder_target, is_model, model_target
 from slimdiff.models.inputs import condition_input
@@ -170,10 +170,7 @@ def _draw_images(ev: Evaluation, skipped: dict, unreadable: list[str]) -> None:
             o.batch_size,
             on_batch=lambda _, images: advance(len(images)),
             per_image=per_image,
-            num_inference_steps=o.steps,
-            sampler=o.scheduler,
-            eta=o.eta,
-            guidance_scale=o.guidance,
+            **sampler_call(o),
             **shared,
         )
     else:

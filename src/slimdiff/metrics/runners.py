@@ -13,7 +13,8 @@ from torch import Tensor
 
 from slimdiff.data.latent_cache import source_fingerprint
 from slimdiff.metrics import fid, fmnist
-from slimdiff.metrics.complexity import count_macs_by_kind, steps_per_second
+from slimdiff.metrics.complexity import count_macs_by_kind, seconds_per_call, steps_per_second
+from slimdiff.metrics.conditional import sampling_conditions
 from slimdiff.metrics.eps_spectrum import EpsSpectrum, eps_error_spectrum, plot_eps_spectrum
 from slimdiff.metrics.spectrum import plot_spectra, spectrum_error
 from slimdiff.metrics.swd import swd
@@ -21,6 +22,7 @@ from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.inputs import condition_input, example_inputs, sample_hw
 from slimdiff.models.loading import load_unet
 from slimdiff.models.size import count_params
+from slimdiff.sampling.generate import generate
 
 
 class Skip(Exception):
@@ -142,6 +144,33 @@ def throughput(ev: Evaluation) -> dict:
     }
 
 
+def sampler_call(options) -> dict:
+    """The pipeline arguments that choose the sampler of an evaluation (`EvalOptions`, resolved)."""
+    o = options
+    return {
+        "num_inference_steps": o.steps,
+        "sampler": o.scheduler,
+        "eta": o.eta,
+        "guidance_scale": o.guidance,
+    }
+
+
+def latency(ev: Evaluation) -> dict:
+    """Seconds per image at batch 1, end to end through the pipeline with the evaluation's sampler (median)."""
+    o, pipeline = ev.options, ev.pipeline
+    if pipeline is None:
+        raise Skip("seconds per image need a model to sample, not a folder of images")
+    per_image, shared, _ = sampling_conditions(
+        pipeline, o.target, 1, o.seed, o.prompts, o.guidance is not None
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    call = {**sampler_call(o), **shared}
+    seconds = seconds_per_call(
+        lambda: generate(pipeline, 1, o.seed, 1, per_image=per_image, **call), min_seconds=o.timing_seconds
+    )
+    return {"seconds_per_image": seconds}
+
+
 def fashion_mnist(ev: Evaluation, which: str) -> dict:
     """FD-FMNIST or CAS (slimdiff.metrics.fmnist); skipped with the reason off Fashion-MNIST."""
     o = ev.options
@@ -161,6 +190,7 @@ RUNNERS: dict[str, Callable[[Evaluation], dict]] = {
     "eps-spectrum": eps_spectrum,
     "macs": macs,
     "throughput": throughput,
+    "latency": latency,
     "fd-fmnist": lambda ev: fashion_mnist(ev, "fd"),
     "cas": lambda ev: fashion_mnist(ev, "cas"),
 }

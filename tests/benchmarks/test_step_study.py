@@ -1,0 +1,56 @@
+"""The few-step study (benchmarks/step_study.py) at toy scale: every arm lands as its own record, the goals are
+read from those records by the rule (docs/step_distillation.md), and --resume redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT))  # `benchmarks` lives beside src/, not in the package
+
+from benchmarks import step_study  # noqa: E402
+
+
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch):
+    monkeypatch.setattr(step_study, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(step_study, "OUT", tmp_path / "results" / "step_study")
+    monkeypatch.setattr(step_study, "SAMPLES", 8)
+    monkeypatch.setattr(step_study, "CD_STEPS", 2)
+    monkeypatch.setattr(step_study, "MANY", {"scheduler": "ddim", "steps": 2, "eta": 1.0})
+    return tmp_path
+
+
+def test_the_study_writes_every_arm_and_reads_the_goals_from_the_records(tiny_study):
+    work = tiny_study / "work"
+    step_study.main(["--seeds", "0", "--work", str(work)])
+    records = {r["arm"]: r for r in step_study.load_results()}
+    assert set(records) == set(step_study.arms())
+    for r in records.values():
+        assert r["seed"] == 0 and r["swd"] > 0 and r["seconds_per_image"] > 0
+        assert math.isfinite(r["spectrum_high"]) and r["swd_to_teacher"] >= 0
+    # the step-distilled students sample with their own LCM scheduler at the arm's number of calls
+    assert records["steps@2"]["sampler"] == {"scheduler": "lcm", "steps": 2, "eta": None}
+    for name in ("steps", "steps-plain"):
+        index = json.loads((work / f"s0-{name}" / "model" / "model_index.json").read_text())
+        assert index["default_steps"] == step_study.CALLS
+    assert (work / "s0-steps" / "config.yaml").read_text().count("lambda_freq: 0.1") == 1
+    assert (work / "s0-steps-plain" / "config.yaml").read_text().count("lambda_freq: 0.0") == 1
+    goals = json.loads((tiny_study / "results" / "step_study.json").read_text())["goals"]
+    assert goals["seeds"] == [0]
+    ratio = records["steps@4"]["swd"] / records["student"]["swd"]
+    assert goals["G1 swd(steps@4)/swd(student)"]["per_seed"] == [pytest.approx(ratio)]
+    best = goals["G3 best training-free solver"]
+    assert best == min(("dpm++@4", "unipc@4"), key=lambda a: records[a]["swd"])
+    assert math.isnan(goals["G1 swd(steps@4)/swd(student)"]["low"])  # one seed: no interval, and no claim
+    assert "Goals on the complete seeds ([0])" in (tiny_study / "results" / "step_study.md").read_text()
+
+    before = {p: p.stat().st_mtime_ns for p in (tiny_study / "results" / "step_study").iterdir()}
+    step_study.main(["--seeds", "0", "--work", str(work), "--resume"])
+    after = {p: p.stat().st_mtime_ns for p in (tiny_study / "results" / "step_study").iterdir()}
+    assert after == before  # nothing re-scored, nothing re-trained
