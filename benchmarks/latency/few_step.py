@@ -143,14 +143,24 @@ def report(times: dict, rss: dict, threads: int, rounds: int, loads: list[str]) 
         f"drawn whole through the pipeline {len(times[LDM_WHOLE])} time(s) in the first round(s), without a "
         "warm-up call; "
         if LDM_WHOLE in times
-        else "not drawn whole (200 steps take minutes on the loaded machine); "
+        else "not drawn whole (200 steps take minutes here); "
     )
+    # the benchmark's own threads raise the load to about `threads`; more than one beyond that is other work
+    loaded = max(float(load.split(" / ")[0]) for load in loads) > threads + 1
     lines = [
-        f"**The machine was loaded** while this ran: 2 cores shared with other helpers' tests and niced "
-        f"background studies; load average (1 / 5 / 15 min) before timing, after timing and after the RSS "
-        f"children: {'; '.join(loads)}. Wall-clock seconds are therefore inflated by contention (several-fold "
-        "at a load of ~10 on 2 cores); every row met the same load, interleaved, so the ratios hold better "
-        "than the seconds.\n",
+        (
+            "**The machine was loaded** while this ran: other work shared its cores; "
+            if loaded
+            else "**The machine was otherwise idle** while this ran (nothing but this benchmark); "
+        )
+        + f"load average (1 / 5 / 15 min) before timing, after timing and after the RSS children: "
+        f"{'; '.join(loads)}."
+        + (
+            " Wall-clock seconds are therefore inflated by contention (several-fold at a load of ~10 on 2 "
+            "cores); every row met the same load, interleaved, so the ratios hold better than the seconds.\n"
+            if loaded
+            else "\n"
+        ),
         f"Batch 1, 256×256 images (64×64×3 latents), wall clock, {threads} thread(s) for torch and onnxruntime, "
         f"median of {rounds} interleaved rounds after one warm-up call. Few-step rows: one whole pipeline "
         "call each (N UNet calls + the slim decoder), onnxruntime, random weights. LDM-f4 DDIM-200 (PyTorch "
