@@ -5,8 +5,8 @@
 
 Per seed s, everything by the demo's recipe (`slimdiff.demo`): the slim student (the distilled SD student,
 800 steps, train.seed = s; seed 0's is the shipped one, trained exactly so), its step distillation to 4 calls
-with the frequency term (λ_s = 1, λ_f = 0.1, the default λ_f) and without it (λ_f = 0), the demo's 250 steps
-each; then
+with the frequency term (λ_s = 1, λ_f = 0.1, the default λ_f) and without it (λ_f = 0), 400 steps each
+(configs/steps-tiny.yaml; the demo's own 150 fit its time budget); then
 every arm samples 256 images from the same noise (evaluation seed 1000 + s) and is scored against 256
 held-out real crops: SWD×10³, the high-band spectrum error, the SWD×10³ to the teacher's samples, and seconds
 per image at batch 1. Arms: the rule's, and `lcm@N` — the LCM sampler on the student before step distillation,
@@ -45,7 +45,8 @@ from slimdiff.metrics.swd import swd
 from slimdiff.training.loop import train
 
 OUT = RESULTS / "step_study"
-SAMPLES, CALLS, CD_STEPS, LAMBDA_FREQ = 256, 4, DemoSettings().few_step_training, 0.1
+# CD_STEPS: configs/steps-tiny.yaml's 400 (the demo trains 150 to stay within its 15 minutes)
+SAMPLES, CALLS, CD_STEPS, LAMBDA_FREQ = 256, 4, 400, 0.1
 MANY = {"scheduler": "ddim", "steps": 100, "eta": 1.0}
 
 

@@ -21,6 +21,7 @@ def test_demo_writes_a_complete_report(tmp_path, tiny_teacher_folder):
         sample_steps=2,
         timing_seconds=0.05,
         few_step_calls=2,
+        baseline=True,
         few_step_training=2,
     )
     report = run_demo(settings)

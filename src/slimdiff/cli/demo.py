@@ -28,13 +28,15 @@ def demo_command(
         4, min=0, max=50, help="calls of the step-distilled student (0: no step distillation)"
     ),
     few_step_training: int = typer.Option(
-        250, min=1, max=1_000_000, help="step-distillation (consistency) training steps"
+        150, min=1, max=1_000_000, help="step-distillation (consistency) training steps"
     ),
     positions: str = typer.Option(
         "output",
         help="distillation positions, comma-separated, from output, feat-up1, feat-up2, feat-down4",
     ),
-    baseline: bool = typer.Option(True, help="also train the student without a teacher, for comparison"),
+    baseline: bool = typer.Option(
+        False, help="also the same slim model trained without a teacher, for comparison (the shipped one)"
+    ),
     samples: int = typer.Option(128, min=8, max=50_000, help="images sampled per model for the metrics"),
     sample_steps: int = typer.Option(100, min=1, max=1000, help="DDIM steps per sample"),
     eta: float = typer.Option(
