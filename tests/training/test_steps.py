@@ -53,7 +53,7 @@ def test_the_loop_timesteps_map_evenly_onto_the_lcm_grid(tiny_unet):
 
 
 def _oracle(student, teacher, x0, noise, t_loop: list[int]) -> torch.Tensor:
-    """mean((f(x_t, t) − f(x_s, s))²) by hand: DDIMScheduler.step for the teacher, LCMScheduler's
+    """mean(ᾱ_t · (f(x_t, t) − f(x_s, s))²) by hand: DDIMScheduler.step for the teacher, LCMScheduler's
     c_skip / c_out for f (for loop timesteps ≥ 20, where DDIM's 50-step grid steps to t − 20)."""
     ddim = DDIMScheduler.from_config(training_scheduler().config, clip_sample=False)
     ddim.set_timesteps(50)
@@ -71,7 +71,7 @@ def _oracle(student, teacher, x0, noise, t_loop: list[int]) -> torch.Tensor:
         with torch.no_grad():
             x_s = ddim.step(teacher(x_t, t).sample, t, x_t).prev_sample
             target = f(x_s, t - 20)
-        losses.append(((f(x_t, t) - target) ** 2).mean())
+        losses.append(ᾱ[t] * ((f(x_t, t) - target) ** 2).mean())
     return torch.stack(losses).mean()
 
 

@@ -10,10 +10,15 @@ n = 1 … grid) the teacher takes one DDIM step from x_{t_n} to x_{t_n − k} (t
 student's f at x_{t_n} is pulled towards its own f at that point, without gradient (θ⁻ = θ: no EMA target,
 as in Song & Dhariwal's improved consistency training):
 
-    L = λ_s · mean((f_θ(x_t, t) − f_θ⁻(x_s, s))²) + λ_f · mean(ω · |F(f_θ(x_t, t)) − F(f_θ⁻(x_s, s))|²)
+    L = λ_s · mean(ᾱ_t · (f_θ(x_t, t) − f_θ⁻(x_s, s))²) + λ_f · mean(ω · ᾱ_t · |F(f_θ(x_t, t)) − F(f_θ⁻(x_s, s))|²)
 
-— the spectrum-aware loss of `training/distillation.py` on the denoised predictions; λ_f = 0 is the plain
-consistency loss. The exported model samples with LCMScheduler on the same grid, N steps by default.
+— the spectrum-aware loss of `training/distillation.py` on the denoised predictions, each weighted by ᾱ_t;
+λ_f = 0 is the plain consistency loss. Why ᾱ_t: an ε-predictor's x̂0 carries its ε error times σ_t/α_t, 84 at
+t = 999 on slimdiff's noise schedule, so unweighted the loss (and the clipped gradient) is all high-t noise;
+ᾱ_t = SNR/(1 + SNR) turns it into an ε-sized error at high t and leaves it x0-sized at low t. Measured on the
+demo's student (150 steps, 128 samples, one seed): 4-call SWD×10³ 155 weighted against 316 unweighted (the LCM
+sampler before step distillation: 251), at the price of 2 calls (430 against 330; README, "Step distillation").
+The exported model samples with LCMScheduler on the same grid, N steps by default.
 """
 
 from __future__ import annotations
@@ -74,10 +79,11 @@ class ConsistencyDistillation(Objective):
             teacher.to(x0.device)
         t, prev = self.grid_pair(t)
         x_t = add_noise(x0, noise, ᾱ[t])  # the loop's ε, at the grid point
+        α_t = ᾱ[t].sqrt().reshape(-1, *([1] * (x_t.ndim - 1)))  # both sides × α_t: the loss weighted by ᾱ_t
         with torch.no_grad():  # the teacher sees the same label / prompt embedding (or the null one)
             x_prev = ddim_step(x_t, teacher(x_t, t, **condition).sample, ᾱ[t], ᾱ[prev])
-            target = self.consistency(unet(x_prev, prev, **condition).sample, x_prev, prev).float()
-        student = self.consistency(unet(x_t, t, **condition).sample, x_t, t)
+            target = α_t * self.consistency(unet(x_prev, prev, **condition).sample, x_prev, prev).float()
+        student = α_t.to(x_t.dtype) * self.consistency(unet(x_t, t, **condition).sample, x_t, t)
         loss_spatial = spatial_loss(student.float(), target)
         loss_freq = loss_spatial.new_zeros(())
         if s.lambda_freq:
