@@ -30,7 +30,7 @@ import torch
 from benchmarks.ablation.stats import interval
 from benchmarks.machine import RESULTS, describe_machine
 from slimdiff.config import DistillConfig
-from slimdiff.demo import (
+from slimdiff.demo.recipe import (
     DATA,
     SHIPPED_STUDENTS,
     SHIPPED_TEACHER,
