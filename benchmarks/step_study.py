@@ -64,25 +64,22 @@ def arms() -> dict[str, tuple[str, dict]]:
     return table
 
 
-def models(seed: int, work: Path) -> dict[str, Path]:
-    """Train (or find) the seed's student and its two step-distilled versions."""
+def model(seed: int, which: str, work: Path) -> Path:
+    """The seed's model `which` (teacher | student | steps | steps-plain), trained here the first time it is
+    needed, so the arms that need no step distillation land first."""
     recipe, teacher = DemoSettings(), Path(str(SHIPPED_TEACHER))
     section = DistillConfig(teacher=str(teacher), positions=recipe.positions)
-    folders = {"teacher": teacher}
-    if seed == 0:
-        folders["student"] = Path(str(SHIPPED_STUDENTS["student"]))
-    else:
-        folders["student"] = _trained(
-            work / f"s{seed}-student",
-            run_config(
-                "tiny-sd", from_scratch(recipe.student_steps, recipe.batch_size, seed), Path(), section
-            ),
-        )
-    for name, lambda_freq in (("steps", LAMBDA_FREQ), ("steps-plain", 0.0)):
-        distill = step_distillation(section, CALLS, folders["student"], lambda_freq)
-        config = run_config("tiny-sd", fine_tuning(CD_STEPS, recipe.batch_size, seed), Path(), distill)
-        folders[name] = _trained(work / f"s{seed}-{name}", config)
-    return folders
+    if which == "teacher":
+        return teacher
+    if which == "student":
+        if seed == 0:
+            return Path(str(SHIPPED_STUDENTS["student"]))
+        scratch = from_scratch(recipe.student_steps, recipe.batch_size, seed)
+        return _trained(work / f"s{seed}-student", run_config("tiny-sd", scratch, Path(), section))
+    lambda_freq = LAMBDA_FREQ if which == "steps" else 0.0
+    distill = step_distillation(section, CALLS, model(seed, "student", work), lambda_freq)
+    config = run_config("tiny-sd", fine_tuning(CD_STEPS, recipe.batch_size, seed), Path(), distill)
+    return _trained(work / f"s{seed}-{which}", config)
 
 
 def _trained(folder: Path, config) -> Path:
@@ -92,10 +89,10 @@ def _trained(folder: Path, config) -> Path:
     return folder / "model"
 
 
-def score_arm(seed: int, arm: str, folders: dict[str, Path], work: Path) -> dict:
+def score_arm(seed: int, arm: str, work: Path) -> dict:
     which, sampler = arms()[arm]
     options = EvalOptions(
-        target=str(folders[which]),
+        target=str(model(seed, which, work)),
         data=DATA,
         metrics=("swd", "spectrum", "latency"),
         n=SAMPLES,
@@ -220,13 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.step_study " + " ".join(argv or [])
     OUT.mkdir(parents=True, exist_ok=True)
+    order = sorted(arms(), key=lambda arm: arms()[arm][0].startswith("steps"))  # untrained arms first
     for seed in args.seeds:
-        folders = models(seed, args.work)
-        for arm in arms():
+        for arm in order:
             path = OUT / f"seed{seed}-{arm.replace('@', '-')}.json"
             if args.resume and path.is_file():
                 continue
-            result = score_arm(seed, arm, folders, args.work)
+            result = score_arm(seed, arm, args.work)
             path.write_text(json.dumps(result, indent=1) + "\n")
             print(json.dumps(result), flush=True)
             write_summary(command)
