@@ -7,11 +7,13 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
 from slimdiff.errors import ConfigError
 from slimdiff.metrics import evaluate as evaluate_module
+from slimdiff.metrics import runners
 from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
 from slimdiff.metrics.protocols import PROTOCOLS
 from slimdiff.sampling.generate import generate
@@ -164,3 +166,33 @@ def test_cli_takes_a_protocol_and_refuses_an_unknown_one(model_dir, tmp_path):
     result = runner.invoke(app, ["eval", str(model_dir), "--protocol", "paper", "--out", str(tmp_path / "p")])
     assert result.exit_code == 2 and "unknown protocol 'paper'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_latency_times_one_image_with_the_evaluations_sampler_and_skips_a_folder(
+    model_dir, class_model_dir, tmp_path, monkeypatch
+):
+    seen = []
+
+    def spy(pipe, n, seed, batch, **kwargs):
+        seen.append((n, batch, kwargs))
+        return generate(pipe, n, seed, batch, **kwargs)
+
+    monkeypatch.setattr(runners, "generate", spy)
+    options, pipe = resolve(
+        EvalOptions(
+            str(class_model_dir), metrics=("latency",), scheduler="ddim", steps=2, eta=1.0, timing_seconds=0
+        )
+    )
+    result = evaluate(options, tmp_path / "model", pipe).report
+    assert result["results"]["seconds_per_image"] > 0 and result["skipped"] == {}
+    assert len(seen) == 1 + 3  # one warm-up call, then the three timed runs
+    for n, batch, kwargs in seen:  # one image at batch 1, with the evaluation's sampler and a class label
+        assert (n, batch) == (1, 1) and kwargs["sampler"] == "ddim" and kwargs["num_inference_steps"] == 2
+        assert kwargs["eta"] == 1.0 and len(kwargs["per_image"]["class_labels"]) == 1
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy()).save(images / f"{i}.png")
+    options, _ = resolve(EvalOptions(str(images), metrics=("latency",)))
+    skipped = evaluate(options, tmp_path / "folder").report["skipped"]
+    assert "need a model" in skipped["latency"]
