@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.step_study " + " ".join(argv or [])
     OUT.mkdir(parents=True, exist_ok=True)
-    order = sorted(arms(), key=lambda arm: arms()[arm][0].startswith("steps"))  # untrained arms first
+    table = arms()
+    order = sorted(table, key=lambda arm: table[arm][0].startswith("steps"))  # untrained arms first
     for seed in args.seeds:
         for arm in order:
             path = OUT / f"seed{seed}-{arm.replace('@', '-')}.json"

@@ -35,17 +35,22 @@ def class_model_dir(tmp_path_factory, tiny_pipeline, tiny_condition_unet):
     return folder
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """Every `generate` call evaluate makes, with its keyword arguments."""
+def _spy_on_generate(monkeypatch, module) -> list[dict]:
+    """Every `generate` call `module` makes: its keyword arguments, with `n` and `batch`."""
     seen = []
 
     def spy(pipe, n, seed, batch, **kwargs):
-        seen.append(kwargs)
+        seen.append({"n": n, "batch": batch, **kwargs})
         return generate(pipe, n, seed, batch, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "generate", spy)
+    monkeypatch.setattr(module, "generate", spy)
     return seen
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every `generate` call evaluate makes, with its keyword arguments."""
+    return _spy_on_generate(monkeypatch, evaluate_module)
 
 
 def test_the_default_protocol_is_fast_and_deterministic(model_dir):
@@ -171,13 +176,7 @@ def test_cli_takes_a_protocol_and_refuses_an_unknown_one(model_dir, tmp_path):
 def test_latency_times_one_image_with_the_evaluations_sampler_and_skips_a_folder(
     model_dir, class_model_dir, tmp_path, monkeypatch
 ):
-    seen = []
-
-    def spy(pipe, n, seed, batch, **kwargs):
-        seen.append((n, batch, kwargs))
-        return generate(pipe, n, seed, batch, **kwargs)
-
-    monkeypatch.setattr(runners, "generate", spy)
+    seen = _spy_on_generate(monkeypatch, runners)
     options, pipe = resolve(
         EvalOptions(
             str(class_model_dir), metrics=("latency",), scheduler="ddim", steps=2, eta=1.0, timing_seconds=0
@@ -186,9 +185,10 @@ def test_latency_times_one_image_with_the_evaluations_sampler_and_skips_a_folder
     result = evaluate(options, tmp_path / "model", pipe).report
     assert result["results"]["seconds_per_image"] > 0 and result["skipped"] == {}
     assert len(seen) == 1 + 3  # one warm-up call, then the three timed runs
-    for n, batch, kwargs in seen:  # one image at batch 1, with the evaluation's sampler and a class label
-        assert (n, batch) == (1, 1) and kwargs["sampler"] == "ddim" and kwargs["num_inference_steps"] == 2
-        assert kwargs["eta"] == 1.0 and len(kwargs["per_image"]["class_labels"]) == 1
+    for call in seen:  # one image at batch 1, with the evaluation's sampler and a class label
+        assert (call["n"], call["batch"]) == (1, 1) and call["sampler"] == "ddim"
+        assert call["num_inference_steps"] == 2 and call["eta"] == 1.0
+        assert len(call["per_image"]["class_labels"]) == 1
     images = tmp_path / "images"
     images.mkdir()
     for i in range(2):
