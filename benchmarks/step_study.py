@@ -1,20 +1,24 @@
-"""Issue 25's few-step study on the built-in textures, by the rule written before its runs
-(docs/step_distillation.md; nothing here may change what that rule fixes).
+"""Issue 25's few-step study, by the rule written before its runs (docs/step_distillation.md; nothing here may
+change what that rule fixes), in its two settings:
 
-    python -m benchmarks.step_study [--seeds 0 1 2] [--resume] [--work outputs/step-study]
+    python -m benchmarks.step_study [--setting textures|fashion-mnist] [--seeds 0 1 2] [--resume]
 
-Per seed s, everything by the demo's recipe (`slimdiff.demo`): the slim student (the distilled SD student,
-800 steps, train.seed = s; seed 0's is the shipped one, trained exactly so), its step distillation to 4 calls
-with the frequency term (λ_s = 1, λ_f = 0.1, the default λ_f) and without it (λ_f = 0), 400 steps each
-(configs/steps-tiny.yaml; the demo's own 150 fit its time budget); then
-every arm samples 256 images from the same noise (evaluation seed 1000 + s) and is scored against 256
-held-out real crops: SWD×10³, the high-band spectrum error, the SWD×10³ to the teacher's samples, and seconds
-per image at batch 1. Arms: the rule's, and `lcm@N` — the LCM sampler on the student before step distillation,
-the control found after the rule was written, reported beside the goals, not in them.
+Per seed s, a slim student, its step distillation to 4 calls with the frequency term (λ_s = 1, λ_f = 0.1, the
+default λ_f) and without it (λ_f = 0), 400 steps each of configs/steps-tiny.yaml's recipe at the setting's
+batch; then every arm samples 256 images from the same noise (evaluation seed 1000 + s) and is scored against
+held-out real images: the setting's distances (SWD×10³; FD-FMNIST too on Fashion-MNIST), the high-band spectrum
+error, the SWD×10³ to the teacher's samples, and seconds per image at batch 1. Arms: the rule's, and `lcm@N` —
+the LCM sampler on the student before step distillation, the control found after the rule was written,
+reported beside the goals, not in them.
+- textures: the shipped tiny teacher; the student is the demo's distilled SD student (800 steps, train.seed =
+  s; seed 0's is the shipped one, trained exactly so); 256 held-out crops.
+- fashion-mnist: the reference study's teacher and SD students (`benchmarks.fashion_mnist`, its seeds 0–2,
+  trained there the first time they are missing); the whole test split (10 000 images) as the real set.
 
-Each trained model and each arm's scores land as they finish (benchmarks/results/step_study/seed{s}-{arm}.json);
---resume skips what is there, so the study survives the end of a session. The summary (step_study.md / .json)
-is rewritten after every arm, with the goals read by the rule on the seeds that are complete.
+Each trained model and each arm's scores land as they finish (benchmarks/results/step_study{-setting}/
+seed{s}-{arm}.json; textures has no suffix); --resume skips what is there, so the study survives the end of a
+session. The summary (step_study{-setting}.md / .json) is rewritten after every arm, with the goals read by the
+rule on the seeds that are complete.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from benchmarks import fashion_mnist
 from benchmarks.ablation.stats import interval
 from benchmarks.machine import RESULTS, describe_machine
 from slimdiff.config import DistillConfig
@@ -44,10 +49,40 @@ from slimdiff.metrics.evaluate import EvalOptions, evaluate, resolve
 from slimdiff.metrics.swd import swd
 from slimdiff.training.loop import train
 
-OUT = RESULTS / "step_study"
 # CD_STEPS: configs/steps-tiny.yaml's 400 (the demo trains 150 to stay within its 15 minutes)
 SAMPLES, CALLS, CD_STEPS, LAMBDA_FREQ = 256, 4, 400, 0.1
 MANY = {"scheduler": "ddim", "steps": 100, "eta": 1.0}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    train_data: str  # what the step distillation trains on
+    real: str  # the held-out images the arms are scored against
+    n_real: int | None  # None: as many as samples
+    distances: tuple[str, ...]  # record keys of the distances to real data, the rule's G1 and G3 on each
+    batch: int  # the batch its students were trained at
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.name == "textures" else f"-{self.name}"
+
+    @property
+    def records(self) -> Path:
+        return RESULTS / f"step_study{self.suffix}"
+
+
+SETTINGS = {
+    "textures": Setting("textures", DATA, DATA, None, ("swd",), DemoSettings().batch_size),
+    "fashion-mnist": Setting(
+        "fashion-mnist",
+        "builtin:fashion-mnist",
+        fashion_mnist.DATA_TEST,
+        fashion_mnist.Settings().real,
+        ("fd_fmnist", "swd"),
+        fashion_mnist.Settings().batch,
+    ),
+}
 
 
 def arms() -> dict[str, tuple[str, dict]]:
@@ -64,22 +99,38 @@ def arms() -> dict[str, tuple[str, dict]]:
     return table
 
 
-def model(seed: int, which: str, work: Path) -> Path:
+def _reference(name: str) -> Path:
+    """A model of the Fashion-MNIST reference study, trained there (with its teacher) when missing."""
+    s = fashion_mnist.Settings()
+    runs = {r.name: r for r in fashion_mnist.plan(s)}
+    if runs[name].teacher:
+        _reference(runs[name].teacher)
+    fashion_mnist.train_run(s, runs[name])
+    return fashion_mnist.WORK / name / "model"
+
+
+def model(setting: Setting, seed: int, which: str, work: Path) -> Path:
     """The seed's model `which` (teacher | student | steps | steps-plain), trained here the first time it is
     needed, so the arms that need no step distillation land first."""
-    recipe, teacher = DemoSettings(), Path(str(SHIPPED_TEACHER))
-    section = DistillConfig(teacher=str(teacher), positions=recipe.positions)
+    fmnist = setting.name == "fashion-mnist"
     if which == "teacher":
-        return teacher
+        return _reference("teacher") if fmnist else Path(str(SHIPPED_TEACHER))
+    teacher = model(setting, seed, "teacher", work)
+    recipe = DemoSettings()
+    section = DistillConfig(teacher=str(teacher), positions=recipe.positions)
     if which == "student":
+        if fmnist:
+            return _reference(f"sd-s{seed}")
         if seed == 0:
             return Path(str(SHIPPED_STUDENTS["student"]))
         scratch = from_scratch(recipe.student_steps, recipe.batch_size, seed)
         return _trained(work / f"s{seed}-student", run_config("tiny-sd", scratch, Path(), section))
     lambda_freq = LAMBDA_FREQ if which == "steps" else 0.0
-    distill = step_distillation(section, CALLS, model(seed, "student", work), lambda_freq)
-    config = run_config("tiny-sd", fine_tuning(CD_STEPS, recipe.batch_size, seed), Path(), distill)
-    return _trained(work / f"s{seed}-{which}", config)
+    distill = step_distillation(section, CALLS, model(setting, seed, "student", work), lambda_freq)
+    tuning = fine_tuning(CD_STEPS, setting.batch, seed)
+    return _trained(
+        work / f"s{seed}-{which}", run_config("tiny-sd", tuning, Path(), distill, setting.train_data)
+    )
 
 
 def _trained(folder: Path, config) -> Path:
@@ -89,13 +140,15 @@ def _trained(folder: Path, config) -> Path:
     return folder / "model"
 
 
-def score_arm(seed: int, arm: str, work: Path) -> dict:
+def score_arm(setting: Setting, seed: int, arm: str, work: Path) -> dict:
     which, sampler = arms()[arm]
+    fd = ("fd-fmnist",) if "fd_fmnist" in setting.distances else ()
     options = EvalOptions(
-        target=str(model(seed, which, work)),
-        data=DATA,
-        metrics=("swd", "spectrum", "latency"),
+        target=str(model(setting, seed, which, work)),
+        data=setting.real,
+        metrics=("swd", "spectrum", "latency", *fd),
         n=SAMPLES,
+        n_real=setting.n_real,
         batch_size=64,
         seed=1000 + seed,
         **sampler,
@@ -107,11 +160,13 @@ def score_arm(seed: int, arm: str, work: Path) -> dict:
         torch.save(ev.fake, teacher_samples)
     results = ev.report["results"]
     return {
+        "setting": setting.name,
         "seed": seed,
         "arm": arm,
         "model": which,
         "sampler": sampler,
         "swd": results["swd"]["mean"],
+        **({"fd_fmnist": results["fd_fmnist"]} if fd else {}),
         "spectrum_high": results["spectrum_error"]["high"],
         "swd_to_teacher": swd(torch.load(teacher_samples), ev.fake)["mean"],
         "seconds_per_image": results["seconds_per_image"],
@@ -119,12 +174,13 @@ def score_arm(seed: int, arm: str, work: Path) -> dict:
     }
 
 
-def load_results() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(OUT.glob("seed*-*.json"))]
+def load_results(setting: Setting) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(setting.records.glob("seed*-*.json"))]
 
 
-def goals(results: list[dict]) -> dict:
-    """G1–G4 and the precondition of docs/step_distillation.md on the seeds with every arm they need."""
+def goals(setting: Setting, results: list[dict]) -> dict:
+    """G1–G4 and the precondition of docs/step_distillation.md on the seeds with every arm they need; G1 and G3
+    on each of the setting's distances, the precondition on the first."""
     table: dict[int, dict[str, dict]] = {}
     for r in results:
         table.setdefault(r["seed"], {})[r["arm"]] = r
@@ -133,8 +189,14 @@ def goals(results: list[dict]) -> dict:
     if not seeds:
         return {"seeds": []}
 
-    def per_seed(f):
-        return [f(table[s]) for s in seeds]
+    def ratios(arm: str, base: str, key: str) -> list[float]:
+        return [table[s][arm][key] / table[s][base][key] for s in seeds]
+
+    def differences(arm: str, base: str, key: str) -> list[float]:
+        return [table[s][arm][key] - table[s][base][key] for s in seeds]
+
+    def mean_of(arm: str, key: str) -> float:
+        return sum(table[s][arm][key] for s in seeds) / len(seeds)
 
     def stated(values, bound=None):
         mean, low, high = interval(values)
@@ -145,56 +207,63 @@ def goals(results: list[dict]) -> dict:
             )
         return out
 
-    best = min(("dpm++@4", "unipc@4"), key=lambda a: sum(table[s][a]["swd"] for s in seeds))
-    return {
+    d0 = setting.distances[0]
+    verdict: dict = {
         "seeds": seeds,
         "precondition": {
-            "teacher_swd": sum(per_seed(lambda t: t["teacher"]["swd"])) / len(seeds),
-            "student_swd": sum(per_seed(lambda t: t["student"]["swd"])) / len(seeds),
+            f"teacher {d0}": mean_of("teacher", d0),
+            f"student {d0}": mean_of("student", d0),
+            "reading": "holds" if mean_of("teacher", d0) < mean_of("student", d0) else "fails: untestable",
         },
-        "G1 swd(steps@4)/swd(student)": stated(
-            per_seed(lambda t: t["steps@4"]["swd"] / t["student"]["swd"]), 1.25
-        ),
-        "G2 high(steps@4)/high(teacher)": stated(
-            per_seed(lambda t: t["steps@4"]["spectrum_high"] / t["teacher"]["spectrum_high"]), 1.1
-        ),
-        "G3 best training-free solver": best,
-        "G3 swd(steps@4) - swd(best)": stated(per_seed(lambda t: t["steps@4"]["swd"] - t[best]["swd"])),
-        "G4 swd(steps@4) - swd(steps-plain@4)": stated(
-            per_seed(lambda t: t["steps@4"]["swd"] - t["steps-plain@4"]["swd"])
-        ),
-        "G4 high(steps@4) - high(steps-plain@4)": stated(
-            per_seed(lambda t: t["steps@4"]["spectrum_high"] - t["steps-plain@4"]["spectrum_high"])
-        ),
     }
+    for d in setting.distances:
+        verdict[f"G1 {d}(steps@4)/{d}(student)"] = stated(ratios("steps@4", "student", d), 1.25)
+    verdict["G2 high(steps@4)/high(teacher)"] = stated(ratios("steps@4", "teacher", "spectrum_high"), 1.1)
+    for d in setting.distances:
+        best = min(("dpm++@4", "unipc@4"), key=lambda arm: mean_of(arm, d))
+        verdict[f"G3 best training-free solver by {d}"] = best
+        difference = stated(differences("steps@4", best, d))
+        difference["reading"] = "met" if difference["high"] < 0 else "missed"
+        verdict[f"G3 {d}(steps@4) - {d}(best)"] = difference
+    for key, name in (*((d, d) for d in setting.distances), ("spectrum_high", "high")):
+        verdict[f"G4 {name}(steps@4) - {name}(steps-plain@4)"] = stated(
+            differences("steps@4", "steps-plain@4", key)
+        )
+    if all("lcm@4" in table[s] for s in seeds):  # the control, beside the goals
+        verdict[f"control: {d0}(steps@4) - {d0}(lcm@4)"] = stated(differences("steps@4", "lcm@4", d0))
+    return verdict
 
 
-def _f(x: float) -> str:
+def _f(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
-def write_summary(command: str) -> None:
-    results = load_results()
-    verdict = goals(results)
-    (RESULTS / "step_study.json").write_text(
-        json.dumps({"results": results, "goals": verdict}, indent=1) + "\n"
-    )
+def write_summary(setting: Setting, command: str) -> None:
+    results = load_results(setting)
+    verdict = goals(setting, results)
+    page = RESULTS / f"step_study{setting.suffix}"
+    page.with_suffix(".json").write_text(json.dumps({"results": results, "goals": verdict}, indent=1) + "\n")
+    names = {"swd": "SWD×10³ ↓", "fd_fmnist": "FD-FMNIST ↓"}
+    columns = [*setting.distances, "spectrum_high", "swd_to_teacher", "seconds_per_image"]
+    names |= {
+        "spectrum_high": "high-band spectrum error ↓",
+        "swd_to_teacher": "SWD×10³ to the teacher",
+        "seconds_per_image": "s/image (batch 1)",
+    }
     lines = [
-        "# step_study (issue 25, item 2: textures)",
+        f"# step_study (issue 25, item 2: {setting.name})",
         "",
         f"- command: `{command}`",
         f"- machine: {describe_machine()}",
         "- rule: docs/step_distillation.md (written before any run); arms `lcm@N` are the control added after it",
         "",
-        "| seed | arm | sampler | SWD×10³ ↓ | high-band spectrum error ↓ | SWD×10³ to the teacher | s/image (batch 1) |",
-        "|---|---|---|---|---|---|---|",
+        "| seed | arm | sampler | " + " | ".join(names[c] for c in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     for r in results:
         sampler = f"{r['sampler']['scheduler']} {r['sampler']['steps']}"
-        lines.append(
-            f"| {r['seed']} | {r['arm']} | {sampler} | {_f(r['swd'])} | {_f(r['spectrum_high'])} | "
-            f"{_f(r['swd_to_teacher'])} | {_f(r['seconds_per_image'])} |"
-        )
+        cells = " | ".join(_f(r.get(c)) for c in columns)
+        lines.append(f"| {r['seed']} | {r['arm']} | {sampler} | {cells} |")
     lines += ["", f"## Goals on the complete seeds ({verdict['seeds'] or 'none yet'})", ""]
     for name, value in verdict.items():
         if isinstance(value, dict) and "mean" in value:
@@ -206,28 +275,32 @@ def write_summary(command: str) -> None:
         elif name != "seeds":
             lines.append(f"- {name}: {value}")
     lines.append("")
-    (RESULTS / "step_study.md").write_text("\n".join(lines))
+    page.with_suffix(".md").write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", choices=SETTINGS, default="textures")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--work", type=Path, default=Path("outputs/step-study"))
+    parser.add_argument("--work", type=Path, help="default: outputs/step-study[-setting]")
     parser.add_argument("--resume", action="store_true", help="keep what earlier runs finished")
     args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    work = args.work or Path(f"outputs/step-study{setting.suffix}")
     command = "python -m benchmarks.step_study " + " ".join(argv or [])
-    OUT.mkdir(parents=True, exist_ok=True)
+    setting.records.mkdir(parents=True, exist_ok=True)
     table = arms()
     order = sorted(table, key=lambda arm: table[arm][0].startswith("steps"))  # untrained arms first
     for seed in args.seeds:
         for arm in order:
-            path = OUT / f"seed{seed}-{arm.replace('@', '-')}.json"
+            path = setting.records / f"seed{seed}-{arm.replace('@', '-')}.json"
             if args.resume and path.is_file():
                 continue
-            result = score_arm(seed, arm, args.work)
+            result = score_arm(setting, seed, arm, work)
             path.write_text(json.dumps(result, indent=1) + "\n")
             print(json.dumps(result), flush=True)
-            write_summary(command)
+            write_summary(setting, command)
+    write_summary(setting, command)
 
 
 if __name__ == "__main__":

@@ -57,10 +57,12 @@ class DemoSettings:
             )
 
 
-def run_config(model: str, train: TrainConfig, folder: Path, distill: DistillConfig | None = None) -> Config:
+def run_config(
+    model: str, train: TrainConfig, folder: Path, distill: DistillConfig | None = None, source: str = DATA
+) -> Config:
     return Config(
         model=model,
-        data=DataConfig(source=DATA, size=SIZE),
+        data=DataConfig(source=source, size=SIZE),
         train=train,
         run=RunConfig(dir=str(folder), checkpoint_every=train.steps, keep_checkpoints=1, sample_every=0),
         distill=distill,
