@@ -83,3 +83,16 @@ def test_the_demo_uses_the_shipped_students_only_where_they_are_what_it_would_tr
         {"batch_size": 16},
     ):
         assert not uses_shipped_students(DemoSettings(out=tmp_path, **changed)), changed
+
+
+def test_slimdiff_demo_without_options_runs_the_recipe_s_own_settings(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import slimdiff.demo
+    from slimdiff.cli import app
+
+    seen = []
+    monkeypatch.setattr(slimdiff.demo, "run_demo", lambda settings, console: seen.append(settings))
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert seen == [DemoSettings(out=tmp_path / "demo")]
