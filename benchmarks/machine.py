@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -64,3 +66,26 @@ def interleaved_medians(
             fn()
             times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def status_kib(field: str) -> int:
+    """A size field of /proc/self/status (VmRSS, VmHWM, …) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def print_peak(seconds: float) -> None:
+    """In a measuring child: its peak RSS (MiB) and `seconds`, as the JSON line `child_result` reads."""
+    print(json.dumps({"rss_mib": status_kib("VmHWM") / 1024, "seconds": seconds}))
+
+
+def child_result(module_args: list[str], threads: int | None = None) -> dict:
+    """Run `python -m module_args…` in a fresh process and return the last JSON line it printed, or its error."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    child = subprocess.run(
+        [sys.executable, "-m", *module_args], capture_output=True, text=True, check=False, env=env
+    )
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": child.stderr[-300:]}

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.machine import RESULTS, describe_machine
+from benchmarks.machine import RESULTS, child_result, describe_machine, status_kib
 
 CASES = (
     "spectrum",
@@ -120,22 +118,15 @@ def run_case(case: str, n: int) -> dict:
     start = time.perf_counter()
     work()
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     return {"case": case, "n": n, "seconds": seconds, "extra_peak_mib": (peak - base) / 1024, "note": note}
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _reset_peak_rss() -> int:
     """Reset the kernel's peak-RSS mark (Linux ≥ 4.0) so VmHWM afterwards is this metric's own peak;
     returns the resident size at the reset (KiB)."""
     Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS")
+    return status_kib("VmRSS")
 
 
 def main() -> None:
@@ -152,13 +143,9 @@ def main() -> None:
     for repeat in range(args.repeats):
         for n in args.sizes:
             for case in CASES:
-                out = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.metrics", "--case", case, "--n", str(n)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                row = json.loads(out.stdout.strip().splitlines()[-1])
+                row = child_result(["benchmarks.metrics", "--case", case, "--n", str(n)])
+                if "error" in row:
+                    raise SystemExit(f"{case}, n = {n}: {row['error']}")
                 print(
                     f"repeat {repeat + 1}: {case:26s} n={n:6d} {row['seconds']:8.2f} s  +{row['extra_peak_mib']:7.1f} MiB",
                     flush=True,

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from benchmarks.latency.parts import (
     unet_call,
 )
 from benchmarks.latency.report import report
-from benchmarks.machine import RESULTS, describe_machine, interleaved_medians, write_result
+from benchmarks.machine import RESULTS, child_result, describe_machine, interleaved_medians, write_result
 from slimdiff.sampling.solvers import SAMPLERS
 
 # wall time, or the process's CPU time: with one thread, what a call costs on an idle core whatever else the
@@ -108,24 +106,8 @@ def main() -> None:
             "LDM-f4|torch|fp32|full VQ-f4|torch|fp32|2",
         )
     ):
-        child = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.latency",
-                "--rss-child",
-                config,
-                "--work",
-                str(args.work),
-                "--threads",
-                str(args.threads),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-        timings["rss"][config] = json.loads(lines[-1]) if lines else {"error": child.stderr[-300:]}
+        args_of_child = ["benchmarks.latency", "--rss-child", config, "--work", str(args.work)]
+        timings["rss"][config] = child_result([*args_of_child, "--threads", str(args.threads)])
         print(config, timings["rss"][config], flush=True)
     machine = describe_machine()
     timings["clock"] = args.clock
@@ -158,8 +140,8 @@ def few_step_run(args) -> None:
     print(write_result("latency_few_step", body, machine))
 
 
-def _load() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 if __name__ == "__main__":

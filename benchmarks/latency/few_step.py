@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.latency.parts import LATENT, MODELS, build
+from benchmarks.machine import child_result, print_peak
 from slimdiff.diffusion import training_scheduler
 
 GOAL_SECONDS, GOAL_SPEEDUP, GOAL_RSS_MIB = 1.0, 500.0, 1024.0
@@ -102,22 +102,9 @@ def time_rows(parts, rows: dict, rounds: int, ldm_rounds: int) -> dict[str, list
 
 def rss_of(name: str, row: tuple, work: Path, threads: int) -> dict:
     """Peak RSS (MiB) and seconds of a fresh process that loads only this row's graphs and draws one image."""
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.latency.few_step",
-            json.dumps([name, row]),
-            str(work),
-            str(threads),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+    return child_result(
+        ["benchmarks.latency.few_step", json.dumps([name, row]), str(work), str(threads)], threads
     )
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {"error": child.stderr[-300:]}
 
 
 def _child(spec: str, work: Path, threads: int) -> None:
@@ -130,13 +117,11 @@ def _child(spec: str, work: Path, threads: int) -> None:
     start = time.perf_counter()
     call()
     seconds = time.perf_counter() - start
-    hwm = next(
-        line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
-    )
-    print(json.dumps({"rss_mib": int(hwm.split()[1]) / 1024, "seconds": seconds}))
+    print_peak(seconds)
 
 
-def report(times: dict, rss: dict, threads: int, rounds: int, loads: list[str]) -> str:
+def report(times: dict, rss: dict, threads: int, rounds: int, loads: list[list[float]]) -> str:
+    """The page; `loads`: the load averages (1, 5, 15 min) before timing, after it and after the RSS children."""
     reference = LDM_WHOLE if LDM_WHOLE in times else LDM_COMPOSED
     ldm = statistics.median(times[reference])
     whole = (
@@ -146,7 +131,7 @@ def report(times: dict, rss: dict, threads: int, rounds: int, loads: list[str]) 
         else "not drawn whole (200 steps take minutes here); "
     )
     # the benchmark's own threads raise the load to about `threads`; more than one beyond that is other work
-    loaded = max(float(load.split(" / ")[0]) for load in loads) > threads + 1
+    loaded = max(load[0] for load in loads) > threads + 1
     lines = [
         (
             "**The machine was loaded** while this ran: other work shared its cores; "
@@ -154,7 +139,7 @@ def report(times: dict, rss: dict, threads: int, rounds: int, loads: list[str]) 
             else "**The machine was otherwise idle** while this ran (nothing but this benchmark); "
         )
         + f"load average (1 / 5 / 15 min) before timing, after timing and after the RSS children: "
-        f"{'; '.join(loads)}."
+        f"{'; '.join(' / '.join(f'{x:.2f}' for x in load) for load in loads)}."
         + (
             " Wall-clock seconds are therefore inflated by contention (several-fold at a load of ~10 on 2 "
             "cores); every row met the same load, interleaved, so the ratios hold better than the seconds.\n"

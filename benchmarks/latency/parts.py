@@ -5,7 +5,6 @@ peak memory of a child process drawing one image."""
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import print_peak
 from slimdiff.deploy.onnx_decoder import OnnxDecoder, export_decoder
 from slimdiff.deploy.onnx_unet import OnnxUNet, export_onnx, graph_inputs
 from slimdiff.deploy.quantize import quantize_graph
@@ -158,7 +158,4 @@ def rss_child(config: str, work: Path) -> None:
     seconds = end_to_end(
         parts, (model, runtime, precision), (decoder, dec_runtime, dec_precision), "dpm++", int(steps), 1
     )
-    hwm = next(
-        line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
-    )
-    print(json.dumps({"rss_mib": int(hwm.split()[1]) / 1024, "seconds": seconds}))
+    print_peak(seconds)
