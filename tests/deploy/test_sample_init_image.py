@@ -1,11 +1,12 @@
-"""`slimdiff sample MODEL --init-image PATH --strength S [--mask PATH]`: images and sample.json, and bad inputs
-refused with one line before anything is written."""
+"""`slimdiff sample MODEL --init-image PATH --strength S [--mask PATH]`: images and sample.json, an image of
+another size fitted to the model's (centre crop, resize; its mask the same way), and bad inputs refused with one
+line before anything is written."""
 
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from slimdiff.cli import app
@@ -21,6 +22,11 @@ def files(tmp_path_factory, tiny_pipeline, tiny_unet, tiny_kl):
     pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(root / "image.png")
     Image.fromarray(pixels[:6, :6]).save(root / "small.png")
+    wide = np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(wide).save(root / "wide.png")
+    wide_mask = np.zeros((12, 16), np.uint8)
+    wide_mask[:, 8:] = 255  # the right half, also after the centre crop (columns 2–13) and the resize
+    Image.fromarray(wide_mask).save(root / "wide-mask.png")
     mask = np.zeros((8, 8), np.uint8)
     mask[:, 4:] = 255  # repaint the right half
     Image.fromarray(mask).save(root / "mask.png")
@@ -68,6 +74,28 @@ def test_sample_json_records_no_strength_without_an_image(files, tmp_path):
     assert _sample(files, "pixels", tmp_path / "o", "-n", "1").exit_code == 0
     record = json.loads((tmp_path / "o" / "sample.json").read_text())
     assert record["init_image"] is None and record["strength"] is None and record["mask"] is None
+    assert record["init_image_fitted"] is None
+
+
+def test_an_image_of_another_size_is_centre_cropped_and_resized_to_the_model_s(files, tmp_path):
+    result = _sample(
+        files, "pixels", tmp_path / "o", "-n", "1", "--init-image", "wide.png", "--strength", "0"
+    )
+    assert result.exit_code == 0, result.output
+    fitted = np.asarray(ImageOps.fit(Image.open(files / "wide.png"), (8, 8), Image.Resampling.BICUBIC))
+    assert np.abs(_png(tmp_path / "o" / "000000.png") - fitted.astype(int)).max() == 0
+    record = json.loads((tmp_path / "o" / "sample.json").read_text())
+    assert record["init_image_fitted"] == "12×16 → 8×8 (centre crop, then resize)"
+
+
+def test_its_mask_is_fitted_the_same_way_and_stays_black_and_white(files, tmp_path):
+    result = _sample(files, "pixels", tmp_path / "o", "-n", "1", "--scheduler", "ddim",
+                     "--init-image", "wide.png", "--mask", "wide-mask.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fitted = np.asarray(ImageOps.fit(Image.open(files / "wide.png"), (8, 8), Image.Resampling.BICUBIC))
+    drawn = _png(tmp_path / "o" / "000000.png")
+    assert np.abs(drawn[:, :4] - fitted[:, :4].astype(int)).max() == 0  # kept
+    assert np.abs(drawn[:, 4:] - fitted[:, 4:].astype(int)).max() > 10  # repainted
 
 
 @pytest.mark.parametrize(
@@ -76,10 +104,9 @@ def test_sample_json_records_no_strength_without_an_image(files, tmp_path):
         (["--mask", "mask.png"], "--mask and --strength need --init-image"),
         (["--strength", "0.5"], "--mask and --strength need --init-image"),
         (["--init-image", "image.png", "--strength", "1.5"], "Invalid value for '--strength'"),
-        (["--init-image", "small.png"], "image is 6×6 (height×width) but this model draws 8×8 images"),
         (
             ["--init-image", "image.png", "--mask", "small.png"],
-            "mask_image is 6×6 with 1 channels, the image 8×8",
+            "--mask is 6×6 but --init-image is 8×8; pass a mask of the image's size",
         ),
         (["--init-image", "broken.png"], "cannot read --init-image"),
         (["--init-image", "missing.png"], "cannot read --init-image"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -22,6 +23,8 @@ from diffusers.models.attention_processor import Attention
 from slimdiff.diffusion import training_scheduler
 from slimdiff.errors import ModelError
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
+
+from .drawing import draw, gen
 
 NO_ACCELERATOR = "needs a CUDA accelerator; this machine has none"
 # Call keywords every diffusers pipeline takes, each with a default.
@@ -105,13 +108,7 @@ def guided(request) -> Kind:
     return KINDS[request.param](request)
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _draw(pipe, seed: int = 0, **call):
-    call = {"num_inference_steps": 2, "output_type": "pt", "generator": gen(seed), **call}
-    return pipe(**call).images
+_draw = partial(draw, num_inference_steps=2)
 
 
 # --- the call -------------------------------------------------------------------------------------------------
@@ -315,11 +312,16 @@ def test_an_unconditional_pipeline_refuses_guidance(tiny_pipeline):
 
 def test_the_progress_bar_follows_its_config(tiny_pipeline, capsys):
     pipe = tiny_pipeline()
+    call = {
+        "num_inference_steps": 3,
+        "generator": gen(),
+        "output_type": "pt",
+    }  # not `draw`: it turns the bar off
     pipe.set_progress_bar_config(disable=False)
-    _draw(pipe, num_inference_steps=3)
+    pipe(**call)
     assert "3/3" in capsys.readouterr().err
     pipe.set_progress_bar_config(disable=True)
-    _draw(pipe, num_inference_steps=3)
+    pipe(**call)
     assert capsys.readouterr().err == ""
 
 

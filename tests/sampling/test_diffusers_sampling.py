@@ -4,6 +4,8 @@ UNet's dtype, and `num_images_per_prompt` / `callback_on_step_end` behave as in 
 
 from __future__ import annotations
 
+from functools import partial
+
 import diffusers
 import numpy as np
 import pytest
@@ -25,16 +27,12 @@ from slimdiff.diffusion import training_scheduler
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
 
+from .drawing import draw, gen
+
 TRAINING = dict(training_scheduler().config)
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _pt(pipe, **call):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(**{"num_inference_steps": 4, "generator": gen(), "output_type": "pt", **call}).images
+_pt = partial(draw, num_inference_steps=4)
 
 
 # --- every diffusers scheduler: used as set, or refused with the reason ------------------------------------------

@@ -13,9 +13,7 @@ from slimdiff.models.slim_decoder import slim_decoder_for
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.solvers import build_scheduler, get_sampler
 
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .drawing import gen
 
 
 def _image(size: int = 8, seed: int = 0) -> Image.Image:

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -17,14 +18,9 @@ from slimdiff.sampling.pipeline import (
     stitch_plan,
 )
 
+from .drawing import draw, gen
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _pt(pipe, **kwargs):
-    kwargs = {"num_inference_steps": 3, "sampler": "ddim", "generator": gen(0), "output_type": "pt", **kwargs}
-    return pipe(**kwargs).images
+_pt = partial(draw, sampler="ddim")
 
 
 # --- save / load -------------------------------------------------------------------------------------------

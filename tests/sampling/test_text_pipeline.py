@@ -16,7 +16,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 import slimdiff  # noqa: F401  (registers slimdiff's classes with diffusers)
 from slimdiff.diffusion import training_scheduler
 from slimdiff.models.text_encoder import load_text_encoder
-from slimdiff.sampling.conditions import class_names, prompt_embeddings
+from slimdiff.sampling.conditions import class_names
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
 from .drawing import draw
@@ -62,7 +62,7 @@ def test_encode_prompt_is_the_clip_last_hidden_state_of_the_padded_tokens(text_p
 
 
 def test_prompt_equals_the_prompt_embeddings_path(text_pipe, clip):
-    embeds, negative = prompt_embeddings(clip, "a brick wall", "")
+    embeds, negative = clip(["a brick wall", ""]).split(1)  # the encoder itself: (prompt, empty negative)
     old = draw(
         text_pipe, prompt_embeds=embeds.expand(2, -1, -1), negative_prompt_embeds=negative, guidance_scale=2.0
     )
@@ -95,11 +95,15 @@ def test_text_pipeline_round_trips_through_plain_diffusers(text_pipe, saved_text
     torch.testing.assert_close(draw(loaded, prompt="gravel"), draw(text_pipe, prompt="gravel"))
 
 
-def test_a_folder_with_the_encoder_beside_model_index_still_loads_it(text_pipe, saved_text, tmp_path):
+@pytest.mark.parametrize("entry", ["unlisted", "listed as none"])
+def test_a_folder_with_the_encoder_beside_model_index_still_loads_it(text_pipe, saved_text, tmp_path, entry):
     old = tmp_path / "old"
     shutil.copytree(saved_text, old)
     index = json.loads((old / "model_index.json").read_text())
-    del index["tokenizer"], index["text_encoder"]  # slimdiff 0.1 saved them beside the pipeline, unlisted
+    if entry == "unlisted":  # slimdiff 0.1 saved them beside the pipeline
+        del index["tokenizer"], index["text_encoder"]
+    else:  # a pipeline saved without them, the two folders added beside it later
+        index["tokenizer"] = index["text_encoder"] = [None, None]
     (old / "model_index.json").write_text(json.dumps(index))
     loaded = load_pipeline(old)
     assert loaded.text_encoder is not None

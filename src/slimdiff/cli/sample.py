@@ -64,7 +64,9 @@ def sample(
         help="full (the autoencoder's), slim (MODEL/slim_decoder) or a slim decoder folder",
     ),
     init_image: Path | None = typer.Option(
-        None, "--init-image", help="image-to-image: start every sample from this image (the model's size)"
+        None,
+        "--init-image",
+        help="image-to-image: start every sample from this image (another size is centre-cropped and resized to the model's)",
     ),
     strength: float | None = typer.Option(
         None,

@@ -35,7 +35,7 @@ from slimdiff.sampling.call_inputs import prompt_inputs
 from slimdiff.sampling.conditions import resolve_label
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.guidance import conditioning
-from slimdiff.sampling.init_image import init_pixels, resolve_strength
+from slimdiff.sampling.init_image import drawn_size, fit_image, init_pixels, resolve_strength
 from slimdiff.sampling.memory import check_batch_memory
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline, load_pipeline
 
@@ -129,19 +129,31 @@ def _condition(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> tuple[d
     return condition, per_image
 
 
-def _init_image(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> dict:
-    """The pipeline arguments of image-to-image / inpainting (none without an init image), once the files read
-    and the pipeline would take them."""
+def _init_image(settings: SampleSettings, pipe: SlimDiffusionPipeline) -> tuple[dict, str | None]:
+    """(The pipeline arguments of image-to-image / inpainting, none without an init image; how the image was
+    fitted to the model's size, None where it had that size), once the files read and the pipeline would take
+    them. An image of another size is centre-cropped to the model's aspect and resized (`fit_image`), its mask
+    the same way; a mask of another size than its image is refused."""
     try:
         strength = resolve_strength(settings.init_image, settings.mask, settings.strength)
         if settings.init_image is None:
-            return {}
+            return {}, None
         image = _read(settings.init_image, "--init-image")
         mask = None if settings.mask is None else _read(settings.mask, "--mask")
+        if mask is not None and mask.size != image.size:
+            raise ValueError(
+                f"--mask is {mask.height}×{mask.width} but --init-image is {image.height}×{image.width}; "
+                "pass a mask of the image's size (white = repaint, black = keep)"
+            )
+        size, fitted = drawn_size(pipe.vae, pipe.unet.config), None
+        if (image.height, image.width) != size:
+            fitted = f"{image.height}×{image.width} → {size[0]}×{size[1]} (centre crop, then resize)"
+            image = fit_image(image, size)
+            mask = None if mask is None else fit_image(mask, size, Image.Resampling.NEAREST)
         init_pixels(image, mask, pipe.vae, pipe.unet.config, rows=1)
     except ValueError as error:
         raise ConfigError(str(error).splitlines()[0]) from None
-    return {"image": image, "mask_image": mask, "strength": strength}
+    return {"image": image, "mask_image": mask, "strength": strength}, fitted
 
 
 def _read(path: str, option: str):
@@ -160,7 +172,8 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
     pipe = load_for_sampling(settings.model, settings.onnx, settings.decoder, settings.precision)
     settings = with_model_defaults(settings, pipe)
     condition, per_image = _condition(settings, pipe)
-    condition |= _init_image(settings, pipe)
+    init, fitted = _init_image(settings, pipe)
+    condition |= init
     stitch = None
     if settings.stitch_teacher is not None:
         try:
@@ -180,6 +193,7 @@ def sample_folder(settings: SampleSettings, progress: Callable[[int], None] | No
         old.unlink(missing_ok=True)
     record = {**settings.record(), "noise_schedule": dict(pipe.scheduler.config)}
     record["scheduler"] = settings.scheduler or f"{type(pipe.scheduler).__name__} (the model's own)"
+    record["init_image_fitted"] = fitted
     drawn = 0
 
     def save(first: int, images: torch.Tensor) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from slimdiff.data.conditions import metadata_rows
 from slimdiff.errors import ConfigError, ModelError
 from slimdiff.models.text_encoder import TextEncoder, load_text_encoder
@@ -52,15 +50,6 @@ def text_encoder_of(model: str | Path) -> TextEncoder:
     raise ModelError(
         f"{model} carries no text encoder (tokenizer/ and text_encoder/); it was not trained on text"
     )
-
-
-def prompt_embeddings(
-    encoder: TextEncoder, prompt: str, negative: str = ""
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prompt, negative prompt) contexts (1, L, D); the empty negative prompt is the unconditional one the
-    model learned with classifier-free guidance dropout."""
-    embeds = encoder([prompt, negative])
-    return embeds[:1], embeds[1:]
 
 
 def read_prompts(path: str | Path) -> list[str]:

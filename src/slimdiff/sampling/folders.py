@@ -105,13 +105,15 @@ def _download(pipeline_class, source: str, kwargs: dict) -> str:
 
 
 def saved_beside(folder: Path, index: dict) -> dict:
-    """What a SlimDiffusionPipeline folder of slimdiff 0.1 kept beside its model_index.json instead of in it —
-    a text model's tokenizer/ and text_encoder/, a class model's class_names.json — as keywords of
-    `from_pretrained`; nothing for a folder that lists them (or has none)."""
+    """What a SlimDiffusionPipeline folder keeps beside its model_index.json instead of in it — a text model's
+    tokenizer/ and text_encoder/ (unlisted, as slimdiff 0.1 saved them, or listed as none and added later), a
+    class model's class_names.json — as keywords of `from_pretrained`; nothing for a folder that lists them (or
+    has none)."""
     from slimdiff.models.text_encoder import load_text_encoder
 
     saved = {}
-    if "text_encoder" not in index and (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
+    listed = index.get("text_encoder") not in (None, [None, None])
+    if not listed and (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
         encoder = load_text_encoder(folder)
         saved.update(tokenizer=encoder.tokenizer, text_encoder=encoder.model)
     if "class_names" not in index and (folder / "class_names.json").is_file():

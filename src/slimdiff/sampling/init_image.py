@@ -12,8 +12,9 @@ step's timestep — and by the image itself after the last step. The final pixel
 image's own (`keep_unmasked`), also for latent models, whose decoder would only approximate them.
 
 Images and masks go through diffusers' `VaeImageProcessor` (PIL images, numpy arrays or tensors in [0, 1];
-tensors in [-1, 1] are accepted with diffusers' deprecation warning). They are never resized: the image must
-have the size the model draws, which an error message states.
+tensors in [-1, 1] are accepted with diffusers' deprecation warning). The pipeline never resizes them: the image
+must have the size the model draws, which an error message states; the CLI and the local server fit a file or an
+upload of another size first (`fit_image`: centre crop to the model's aspect, then resize).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import SchedulerMixin
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from PIL import Image, ImageOps
 
 from slimdiff.models.autoencoders import CLASS_KINDS, Autoencoder
 from slimdiff.models.inputs import sample_hw
@@ -123,13 +125,27 @@ def _paste(images: torch.Tensor, pixels: torch.Tensor, pixel_mask: torch.Tensor 
     return mask * images + (1 - mask) * pixels.to(images)
 
 
+def drawn_size(vae, unet_config) -> tuple[int, int]:
+    """(height, width) in pixels of the images a model with this autoencoder and UNet draws."""
+    factor = Autoencoder.of(_encoder(vae)).factor
+    return tuple(side * factor for side in sample_hw(unet_config))
+
+
+def fit_image(
+    image: Image.Image, size: tuple[int, int], resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> Image.Image:
+    """`image` centre-cropped to the aspect of `size` (height, width) and resized to it; a mask takes
+    `Image.Resampling.NEAREST`, so that it stays black and white."""
+    height, width = size
+    return ImageOps.fit(image, (width, height), resample)
+
+
 def init_pixels(
     image: PipelineImageInput, mask_image: PipelineImageInput | None, vae, unet_config, rows: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(pixels (rows, 3, H, W) in [-1, 1], mask (rows, 1, H, W) of 0 / 1 or None), checked against the size the
     model draws; one image (or mask) serves every row, k of them rows / k rows each."""
-    factor = Autoencoder.of(_encoder(vae)).factor
-    height, width = (side * factor for side in sample_hw(unet_config))
+    height, width = drawn_size(vae, unet_config)
     pixels = _batch(VaeImageProcessor(**_IMAGES).preprocess(image), rows, "image")
     if pixels.shape[1] != 3:
         raise ValueError(f"image has {pixels.shape[1]} channels; pass RGB images")

@@ -58,7 +58,7 @@ from slimdiff.sampling.folders import (
 )
 from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
 from slimdiff.sampling.init_image import image_timesteps, prepare_init, resolve_strength
-from slimdiff.sampling.solvers import alpha_bar_at, clip_prediction, is_bare_noise_schedule, sampling_defaults
+from slimdiff.sampling.solvers import alpha_bar_at, clip_prediction, sampling_scheduler
 from slimdiff.sampling.stitching import check_stitch, stitch_plan
 
 
@@ -90,8 +90,7 @@ class SlimDiffusionPipeline(CallState, DiffusionPipeline):
         default_steps: int | None = None,
     ):
         super().__init__()
-        if is_bare_noise_schedule(scheduler):
-            scheduler = sampling_defaults(scheduler.config, pixel_space=vae is None)
+        scheduler = sampling_scheduler(scheduler, pixel_space=vae is None)
         self.register_modules(
             unet=unet, scheduler=scheduler, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder
         )

@@ -133,6 +133,14 @@ def is_bare_noise_schedule(scheduler: SchedulerMixin) -> bool:
     )
 
 
+def sampling_scheduler(scheduler: SchedulerMixin, pixel_space: bool) -> SchedulerMixin:
+    """The scheduler a pipeline samples with: slimdiff's sampling defaults on a bare noise schedule (see
+    `is_bare_noise_schedule`), any other scheduler as it is."""
+    if is_bare_noise_schedule(scheduler):
+        return sampling_defaults(scheduler.config, pixel_space=pixel_space)
+    return scheduler
+
+
 def check_scheduler(scheduler: SchedulerMixin) -> None:
     """Raise ValueError, with the reason, unless `scheduler` can sample a model trained on a DDPM noise schedule
     with the standard loop (set_timesteps, scale_model_input, model, step)."""

@@ -11,11 +11,12 @@ import base64
 import binascii
 import re
 
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from slimdiff.deploy.sample_folder import DEFAULT_SCHEDULER, DEFAULT_STEPS, SampleSettings
 from slimdiff.errors import DataError, SlimdiffError
+from slimdiff.sampling.init_image import fit_image
 from slimdiff.sampling.solvers import SAMPLERS
 
 MAX_STEPS, MAX_IMAGES = 200, 8
@@ -83,5 +84,4 @@ def decode_upload(data_url: str, size: tuple[int, int]) -> Image.Image:
         raise BadRequest(f"init_image: {str(error).splitlines()[0]}") from None
     except (OSError, ValueError, Image.DecompressionBombError):  # not an image, truncated, …
         raise BadRequest("init_image is not an image PIL can read; upload a PNG, JPEG or WebP file") from None
-    height, width = size
-    return ImageOps.fit(image, (width, height), Image.Resampling.BICUBIC)
+    return fit_image(image, size)

@@ -27,7 +27,8 @@ from slimdiff.models.autoencoders import CLASS_KINDS, Autoencoder
 from slimdiff.models.inputs import condition_input, example_inputs, sample_hw
 from slimdiff.models.size import count_params
 from slimdiff.reporting.images import to_uint8
-from slimdiff.sampling.conditions import class_names, prompt_embeddings, text_encoder_of
+from slimdiff.sampling.call_inputs import prompt_inputs
+from slimdiff.sampling.conditions import class_names
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.init_image import resolve_strength
 from slimdiff.sampling.solvers import SAMPLERS
@@ -80,8 +81,10 @@ class Generator:
     """The student pipeline, an optional teacher pipeline on the same latent space, and one request at a time
     (`busy`); `cancel()` stops the running one between two steps."""
 
-    def __init__(self, student, teacher=None, names=("student", "teacher"), encoder=None, labels=None):
-        self.student, self.teacher, self.encoder = student, teacher, encoder
+    def __init__(self, student, teacher=None, names=("student", "teacher"), labels=None):
+        self.student, self.teacher = student, teacher
+        # a text model's prompts are read by the student pipeline's own tokenizer and text encoder
+        self.reads_text = student.tokenizer is not None and student.text_encoder is not None
         self.busy, self.cancelled = threading.Lock(), threading.Event()
         if teacher is not None:
             shapes = [(p.unet.config.in_channels, *sample_hw(p.unet.config)) for p in (student, teacher)]
@@ -109,7 +112,7 @@ class Generator:
             "defaults": GenerateRequest().model_dump(include={"sampler", "steps", "seed", "n"}),
             "classes": self.classes,
             "class_names": self.labels,
-            "guidance": bool(self.student.unet.config.get("num_context_classes")) or self.encoder is not None,
+            "guidance": bool(self.student.unet.config.get("num_context_classes")) or self.reads_text,
             "text": self.condition == "encoder_hidden_states",
             "img2img": self.img2img,
             "image_size": list(self.size),
@@ -123,12 +126,12 @@ class Generator:
         call = {"sampler": request.sampler, "num_inference_steps": request.steps}
         condition = None
         if self.condition == "encoder_hidden_states":
-            if self.encoder is None:
+            if not self.reads_text:
                 raise BadRequest(
                     "this text-conditional model carries no text encoder (tokenizer/, text_encoder/)"
                 )
-            embeds, call["negative_prompt_embeds"] = prompt_embeddings(
-                self.encoder, request.prompt, request.negative_prompt
+            embeds, call["negative_prompt_embeds"] = prompt_inputs(
+                self.student, 1, request.prompt, request.negative_prompt, None, None, guided=True
             )
             call["per_image"] = {"prompt_embeds": embeds.expand(request.n, -1, -1)}
             condition = repr(request.prompt)
@@ -246,11 +249,8 @@ def load_generator(model: str, teacher: str | None = None, decoder: str = "full"
         return pipe
 
     student = use_decoder(load(model), model, decoder)
-    encoder = None
-    if condition_input(student.unet.config) == "encoder_hidden_states":
-        encoder = text_encoder_of(model)
     names = (Path(model).name or model, Path(teacher).name if teacher else "teacher")
-    generator = Generator(student, load(teacher) if teacher else None, names, encoder, class_names(model))
+    generator = Generator(student, load(teacher) if teacher else None, names, class_names(model))
     warm_up = generator.prepare(GenerateRequest(steps=1, sampler="ddim"))
     for _, pipe, extra in warm_up.runs:
         generate(pipe, 1, 0, batch=1, **warm_up.call, **extra)

@@ -25,8 +25,7 @@ from torch.nn import functional as F
 from slimdiff.config import DistillConfig
 from slimdiff.errors import ConfigError
 from slimdiff.models.inputs import example_inputs
-from slimdiff.models.loading import check_compatible
-from slimdiff.training.objectives import Objective, Terms
+from slimdiff.training.objectives import TeacherObjective, Terms
 
 # --- losses: plain functions over tensors -------------------------------------------------------------
 
@@ -111,20 +110,16 @@ class FeatureTap:
 # --- the objective -----------------------------------------------------------------------------------
 
 
-class SpectralDistillation(Objective):
+class SpectralDistillation(TeacherObjective):
     """L_ε + λ_s·L_spatial + λ_f·L_freq for a student against a frozen teacher on the same x_t and t, with the
     positions, λ_s, λ_f, α, δ and ω form of `settings` (a validated `DistillConfig`; its teacher field is not
     read: the teacher comes loaded).
 
-    Only the projectors are parameters of this module; the teacher is held outside the module tree so
-    its weights stay out of checkpoints and the optimizer.
+    Only the projectors are parameters of this module (the teacher: see `TeacherObjective`).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillConfig | None = None):
-        super().__init__()
-        check_compatible(teacher, student)
-        self.settings = settings or DistillConfig()
-        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        super().__init__(student, teacher, settings or DistillConfig())
         features = [p for p in self.settings.positions if p != "output"]
         self.student_taps = {p: FeatureTap(tap_module(student, p)) for p in features}
         self.teacher_taps = {p: FeatureTap(tap_module(teacher, p)) for p in features}
@@ -165,9 +160,7 @@ class SpectralDistillation(Objective):
         noise: torch.Tensor,
         **condition: torch.Tensor,
     ) -> tuple[torch.Tensor, Terms]:
-        teacher, s = self.teacher, self.settings
-        if next(teacher.parameters()).device != x_t.device:
-            teacher.to(x_t.device)
+        teacher, s = self.teacher_on(x_t.device), self.settings
         eps_student = unet(x_t, t, **condition).sample
         with torch.no_grad():  # the teacher sees the same label / prompt embedding as the student
             eps_teacher = teacher(x_t, t, **condition).sample

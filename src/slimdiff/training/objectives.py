@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from diffusers import SchedulerMixin
 from torch import nn
 
+from slimdiff.config import DistillConfig
+from slimdiff.models.loading import check_compatible
+
 # name → detached scalar tensor, logged as train/<name>
 Terms = dict[str, torch.Tensor]
 
@@ -62,6 +65,23 @@ class Objective(nn.Module):
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value)
+
+
+class TeacherObjective(Objective):
+    """An objective of a student against a frozen teacher, with the distillation `settings`. The teacher is held
+    outside the module tree, so its weights stay out of checkpoints and the optimizer, and it follows the
+    batch to its device on first use (`teacher_on`)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillConfig):
+        super().__init__()
+        check_compatible(teacher, student)
+        self.settings = settings
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+
+    def teacher_on(self, device: torch.device) -> nn.Module:
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        return self.teacher
 
 
 class EpsilonObjective(Objective):

@@ -15,6 +15,7 @@ from slimdiff.errors import WRITE_ERRORS, TrainingError, write_failure
 from slimdiff.reporting.images import save_grid
 from slimdiff.sampling.generate import generate
 from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+from slimdiff.sampling.solvers import sampling_scheduler
 from slimdiff.training.objectives import Objective
 
 
@@ -80,10 +81,9 @@ def _pipeline(
 ) -> SlimDiffusionPipeline:
     """The pipeline of a trained UNet, sampling as its `objective` says (a step-distilled student: its
     scheduler and step count); `components`: a text model's tokenizer and text encoder, class names."""
-    pipe = SlimDiffusionPipeline(unet=unet, scheduler=scheduler, vae=vae, **components)
-    if objective is not None:
-        sampler, steps = objective.sampling(pipe.scheduler)
-        pipe = SlimDiffusionPipeline(unet=unet, scheduler=sampler, vae=vae, default_steps=steps, **components)
+    sampler = sampling_scheduler(scheduler, pixel_space=vae is None)
+    sampler, steps = (sampler, None) if objective is None else objective.sampling(sampler)
+    pipe = SlimDiffusionPipeline(unet=unet, scheduler=sampler, vae=vae, default_steps=steps, **components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -29,24 +29,20 @@ from torch import nn
 
 from slimdiff.config import CONSISTENCY_GRID, DistillConfig
 from slimdiff.diffusion import add_noise, ddim_step, predict_x0
-from slimdiff.models.loading import check_compatible
 from slimdiff.sampling.solvers import consistency_scheduler
 from slimdiff.training.distillation import frequency_loss, spatial_loss, spectral_weight
-from slimdiff.training.objectives import Objective, Terms
+from slimdiff.training.objectives import TeacherObjective, Terms
 
 
-class ConsistencyDistillation(Objective):
+class ConsistencyDistillation(TeacherObjective):
     """The consistency loss of a student against the teacher's one-step DDIM target, with the λ_s, λ_f, α, δ
     and ω form of `settings` (a validated `DistillConfig` with `steps`); `scheduler` is the run's noise
-    schedule. The teacher is held outside the module tree (out of checkpoints and the optimizer)."""
+    schedule (the teacher: see `TeacherObjective`)."""
 
     def __init__(
         self, student: nn.Module, teacher: nn.Module, settings: DistillConfig, scheduler: DDPMScheduler
     ):
-        super().__init__()
-        check_compatible(teacher, student)
-        self.settings = settings
-        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        super().__init__(student, teacher, settings)
         self.lcm = consistency_scheduler(scheduler.config)
         self.skip = scheduler.config.num_train_timesteps // CONSISTENCY_GRID  # k
         self.register_buffer("alpha_bar", scheduler.alphas_cumprod.clone(), persistent=False)
@@ -74,9 +70,7 @@ class ConsistencyDistillation(Objective):
         noise: torch.Tensor,
         **condition: torch.Tensor,
     ) -> tuple[torch.Tensor, Terms]:
-        teacher, s, ᾱ = self.teacher, self.settings, self.alpha_bar
-        if next(teacher.parameters()).device != x0.device:
-            teacher.to(x0.device)
+        teacher, s, ᾱ = self.teacher_on(x0.device), self.settings, self.alpha_bar
         t, prev = self.grid_pair(t)
         x_t = add_noise(x0, noise, ᾱ[t])  # the loop's ε, at the grid point
         α_t = ᾱ[t].sqrt().reshape(-1, *([1] * (x_t.ndim - 1)))  # both sides × α_t: the loss weighted by ᾱ_t
