@@ -10,7 +10,13 @@ import shutil
 
 import pytest
 import torch
-from diffusers import DiffusionPipeline, EulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 import slimdiff  # noqa: F401  (registers slimdiff's classes with diffusers)
@@ -109,6 +115,30 @@ def test_a_folder_with_the_encoder_beside_model_index_still_loads_it(text_pipe, 
     assert loaded.text_encoder is not None
     loaded.set_progress_bar_config(disable=True)
     torch.testing.assert_close(draw(loaded, prompt="gravel"), draw(text_pipe, prompt="gravel"))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers' own deprecations of the SD pipeline
+def test_a_stable_diffusion_folder_loads_with_its_clip_and_draws_what_diffusers_draws(
+    clip, tiny_condition_unet, tiny_kl, tmp_path
+):
+    unet = tiny_condition_unet(
+        classes=None, channels=4, size=4, cls=UNet2DConditionModel, cross_attention_dim=clip.hidden_size
+    )
+    scheduler = DDIMScheduler.from_config(training_scheduler().config, timestep_spacing="trailing")
+    sd = StableDiffusionPipeline(
+        vae=tiny_kl(), unet=unet, scheduler=scheduler, tokenizer=clip.tokenizer, text_encoder=clip.model,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    sd.save_pretrained(tmp_path / "sd")
+    ours = SlimDiffusionPipeline.from_pretrained(tmp_path / "sd")
+    assert type(ours.text_encoder).__name__ == "CLIPTextModel" and ours.tokenizer is not None
+    for name, tensor in clip.model.state_dict().items():
+        assert torch.equal(ours.text_encoder.state_dict()[name], tensor), name
+    call = {"prompt": ["a brick", "grass"], "negative_prompt": ["", ""], "guidance_scale": 3.0}
+    call |= {"num_inference_steps": 3, "output_type": "pt"}
+    sd.set_progress_bar_config(disable=True)
+    theirs = sd(**call, generator=torch.Generator().manual_seed(0)).images
+    torch.testing.assert_close(draw(ours, **call), theirs, rtol=1e-4, atol=1e-4)
 
 
 def test_prompt_mistakes_are_one_clear_line(text_pipe, tiny_pipeline, tiny_condition_unet):

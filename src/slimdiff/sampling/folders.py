@@ -122,11 +122,13 @@ def saved_beside(folder: Path, index: dict) -> dict:
 
 
 def foreign_components(folder: Path, index: dict, kwargs: dict) -> dict:
-    """The UNet, scheduler and autoencoder of another diffusers pipeline's folder (an `LDMPipeline`: unet/,
-    vqvae/, scheduler/), loaded here because their names differ from slimdiff's (vqvae → vae) and because a
-    foreign autoencoder config may not hold the scale its UNet was trained with (LDM trains on unscaled VQ
-    latents); `load_autoencoder` knows the conventions and records the scale. Other components are ignored."""
+    """The UNet, scheduler, autoencoder and CLIP text encoder of another diffusers pipeline's folder (an
+    `LDMPipeline`: unet/, vqvae/, scheduler/; a `StableDiffusionPipeline`: also tokenizer/, text_encoder/),
+    loaded here because their names differ from slimdiff's (vqvae → vae) and because a foreign autoencoder config
+    may not hold the scale its UNet was trained with (LDM trains on unscaled VQ latents); `load_autoencoder`
+    knows the conventions and records the scale. Other components (a safety checker, …) are ignored."""
     from slimdiff.models.loading import UNET_CLASSES
+    from slimdiff.models.text_encoder import load_text_encoder
 
     model_kwargs = {k: kwargs[k] for k in MODEL_KWARGS if k in kwargs}
     unet_class = (index.get("unet") or (None, None))[1]
@@ -145,6 +147,9 @@ def foreign_components(folder: Path, index: dict, kwargs: dict) -> dict:
         vae = load_autoencoder(CLASS_KINDS[vae_class], str(folder / vae_name)).model
         dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
         components["vae"] = vae.to(dtype) if dtype is not None else vae
+    if (index.get("text_encoder") or (None, None))[1] == "CLIPTextModel":
+        encoder = load_text_encoder(folder)
+        components.update(tokenizer=encoder.tokenizer, text_encoder=encoder.model)
     return components
 
 
