@@ -17,6 +17,7 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.callbacks import SDCFGCutoffCallback
 from transformers import CLIPTextModel, CLIPTokenizer
 
 import slimdiff  # noqa: F401  (registers slimdiff's classes with diffusers)
@@ -117,10 +118,10 @@ def test_a_folder_with_the_encoder_beside_model_index_still_loads_it(text_pipe, 
     torch.testing.assert_close(draw(loaded, prompt="gravel"), draw(text_pipe, prompt="gravel"))
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers' own deprecations of the SD pipeline
-def test_a_stable_diffusion_folder_loads_with_its_clip_and_draws_what_diffusers_draws(
-    clip, tiny_condition_unet, tiny_kl, tmp_path
-):
+@pytest.fixture(scope="module")
+def sd_folder(clip, tiny_condition_unet, tiny_kl, tmp_path_factory):
+    """A Stable Diffusion pipeline folder as diffusers saves it (tiny UNet2DConditionModel, KL autoencoder, the
+    tiny CLIP, DDIM), and diffusers' own pipeline on it."""
     unet = tiny_condition_unet(
         classes=None, channels=4, size=4, cls=UNet2DConditionModel, cross_attention_dim=clip.hidden_size
     )
@@ -129,16 +130,58 @@ def test_a_stable_diffusion_folder_loads_with_its_clip_and_draws_what_diffusers_
         vae=tiny_kl(), unet=unet, scheduler=scheduler, tokenizer=clip.tokenizer, text_encoder=clip.model,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
-    sd.save_pretrained(tmp_path / "sd")
-    ours = SlimDiffusionPipeline.from_pretrained(tmp_path / "sd")
+    sd.set_progress_bar_config(disable=True)
+    folder = tmp_path_factory.mktemp("sd") / "sd"
+    sd.save_pretrained(folder)
+    return folder, sd
+
+
+def _sd_call(prompts: list[str], **call) -> dict:
+    guided = {"prompt": prompts, "negative_prompt": [""] * len(prompts), "guidance_scale": 3.0}
+    return {**guided, "num_inference_steps": 4, "output_type": "pt", **call}
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers' own deprecations of the SD pipeline
+def test_a_stable_diffusion_folder_loads_with_its_clip_and_draws_what_diffusers_draws(sd_folder, clip):
+    folder, sd = sd_folder
+    ours = SlimDiffusionPipeline.from_pretrained(folder)
     assert type(ours.text_encoder).__name__ == "CLIPTextModel" and ours.tokenizer is not None
     for name, tensor in clip.model.state_dict().items():
         assert torch.equal(ours.text_encoder.state_dict()[name], tensor), name
-    call = {"prompt": ["a brick", "grass"], "negative_prompt": ["", ""], "guidance_scale": 3.0}
-    call |= {"num_inference_steps": 3, "output_type": "pt"}
-    sd.set_progress_bar_config(disable=True)
+    call = _sd_call(["a brick", "grass"])
     theirs = sd(**call, generator=torch.Generator().manual_seed(0)).images
     torch.testing.assert_close(draw(ours, **call), theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_diffusers_cfg_cutoff_callback_ends_guidance_as_in_diffusers(sd_folder):
+    folder, sd = sd_folder
+    ours = SlimDiffusionPipeline.from_pretrained(folder)
+    cutoff = {"callback_on_step_end": SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)}
+    theirs = sd(**_sd_call(["a brick"]), **cutoff, generator=torch.Generator().manual_seed(0)).images
+    drawn = draw(ours, **_sd_call(["a brick"]), **cutoff)
+    torch.testing.assert_close(drawn, theirs, rtol=1e-4, atol=1e-4)
+    assert not ours.do_classifier_free_guidance  # guidance ended at the cutoff
+    strong = _sd_call(
+        ["a brick"], output_type="latent", guidance_scale=30.0
+    )  # the tiny UNet barely reads text
+    guided, cut = (draw(ours, **strong, **c) for c in ({}, cutoff))
+    assert (guided - cut).abs().max() > 1e-2  # so the cutoff changed the image
+    # a batch: each row as it is drawn alone (diffusers' callback itself is written for batch 1)
+    latents = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    both = draw(ours, **_sd_call(["a brick", "grass"]), **cutoff, latents=latents)
+    for row, prompt in enumerate(["a brick", "grass"]):
+        alone = draw(ours, **_sd_call([prompt]), **cutoff, latents=latents[row : row + 1])
+        torch.testing.assert_close(both[row : row + 1], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_embeds_of_a_wrong_size_from_a_callback_are_refused(text_pipe):
+    def three_rows(pipe, i, t, tensors):
+        return {"prompt_embeds": tensors["prompt_embeds"][:3]}
+
+    call = {"prompt": ["a", "b"], "guidance_scale": 2.0, "callback_on_step_end": three_rows}
+    with pytest.raises(ValueError, match="prompt_embeds with 3 rows for 2 images"):
+        draw(text_pipe, **call, callback_on_step_end_tensor_inputs=["prompt_embeds"])
 
 
 def test_prompt_mistakes_are_one_clear_line(text_pipe, tiny_pipeline, tiny_condition_unet):

@@ -106,3 +106,30 @@ def _rows(config, batch_size, class_labels, prompt_embeds, negative_prompt_embed
     if null_label is None:
         raise ValueError("classifier-free guidance on class labels needs a model with num_context_classes")
     return labels.numel(), {"class_labels": labels}, {"class_labels": torch.full_like(labels, null_label)}
+
+
+def step_end(
+    callback: Callable, pipe, i: int, t: torch.Tensor, x: torch.Tensor, cond: dict, uncond: dict | None, asked
+) -> tuple[torch.Tensor, dict, dict | None]:
+    """A step-end callback's turn, given what diffusers' pipelines give: `latents` and `prompt_embeds` (under
+    guidance the unconditional rows, then the conditional ones, as diffusers concatenates them; None for a model
+    without text). What it returns replaces them. Under guidance, prompt embeddings with fewer rows than that end
+    guidance: the later steps run the conditional branch alone, on the returned rows if there is one per image,
+    else on its own (diffusers' `SDCFGCutoffCallback` keeps batch 1's conditional row and sets the scale to 0)."""
+    key, rows = "encoder_hidden_states", x.shape[0]
+    embeds = cond.get(key)
+    if embeds is not None and uncond is not None:
+        embeds = torch.cat([uncond[key], embeds])
+    returned = callback(pipe, i, t, {name: {"latents": x, "prompt_embeds": embeds}[name] for name in asked})
+    x, new = returned.pop("latents", x), returned.get("prompt_embeds", embeds)
+    if new is embeds:
+        return x, cond, uncond
+    if embeds is None or new.shape[1:] != embeds.shape[1:]:
+        raise ValueError("a step-end callback returned prompt_embeds of another shape than it was given")
+    if uncond is not None and new.shape[0] == 2 * rows:
+        return x, {**cond, key: new[rows:]}, {**uncond, key: new[:rows]}
+    if new.shape[0] == rows:
+        return x, {**cond, key: new}, None
+    if uncond is not None and new.shape[0] < rows:
+        return x, cond, None
+    raise ValueError(f"a step-end callback returned prompt_embeds with {new.shape[0]} rows for {rows} images")

@@ -56,7 +56,7 @@ from slimdiff.sampling.folders import (
     no_loading_bar,
     saved_beside,
 )
-from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output
+from slimdiff.sampling.guidance import Denoiser, conditioning, denoiser_output, guided_output, step_end
 from slimdiff.sampling.init_image import image_timesteps, prepare_init, resolve_strength
 from slimdiff.sampling.solvers import alpha_bar_at, clip_prediction, sampling_scheduler
 from slimdiff.sampling.stitching import check_stitch, stitch_plan
@@ -77,7 +77,7 @@ class SlimDiffusionPipeline(CallState, DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["vae", "tokenizer", "text_encoder"]
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(
         self,
@@ -250,8 +250,9 @@ class SlimDiffusionPipeline(CallState, DiffusionPipeline):
             if init is not None:
                 x = init.blend(scheduler, x, noise, timesteps[i + 1] if i + 1 < len(timesteps) else None)
             if callback_on_step_end is not None:
-                tensors = {k: {"latents": x}[k] for k in callback_on_step_end_tensor_inputs}
-                x = callback_on_step_end(self, i, t, tensors).pop("latents", x)
+                asked = callback_on_step_end_tensor_inputs
+                x, cond, uncond = step_end(callback_on_step_end, self, i, t, x, cond, uncond, asked)
+                self._guided = uncond is not None
 
         images = x
         if output_type != "latent":
