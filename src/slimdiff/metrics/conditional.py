@@ -9,12 +9,13 @@ import torch
 from torch import Tensor
 
 from slimdiff.data.datasets import draw_held_out
-from slimdiff.errors import DataError
+from slimdiff.errors import DataError, ModelError
 from slimdiff.metrics import fid
 from slimdiff.metrics.spectrum import spectrum_error
 from slimdiff.metrics.summary import SCORE_COLUMNS, score_cell
 from slimdiff.metrics.swd import swd
-from slimdiff.sampling.conditions import class_names, read_prompts, text_encoder_of
+from slimdiff.models.text_encoder import encode_text
+from slimdiff.sampling.conditions import class_names, read_prompts
 
 MIN_PER_CLASS = 2  # FID needs a covariance; below this a class is reported as too small
 
@@ -54,11 +55,18 @@ def sampling_conditions(
         return {}, {}, None
     texts = read_prompts(prompts)
     distinct = list(dict.fromkeys(texts))
-    encoder = text_encoder_of(model)
-    embeds = torch.cat([encoder(distinct[i : i + 64]) for i in range(0, len(distinct), 64)])
+    if pipeline.tokenizer is None or pipeline.text_encoder is None:
+        raise ModelError(
+            f"{model} carries no text encoder (tokenizer/ and text_encoder/); it was not trained on text"
+        )
+
+    def encode(texts: list[str]) -> Tensor:  # with the pipeline's own tokenizer and text encoder
+        return encode_text(pipeline.tokenizer, pipeline.text_encoder, texts)
+
+    embeds = torch.cat([encode(distinct[i : i + 64]) for i in range(0, len(distinct), 64)])
     position = {text: i for i, text in enumerate(distinct)}
     index = torch.tensor([position[texts[i % len(texts)]] for i in range(n)])
-    shared = {"negative_prompt_embeds": encoder([""])} if guided else {}
+    shared = {"negative_prompt_embeds": encode([""])} if guided else {}
     return {"prompt_embeds": embeds[index]}, shared, None
 
 

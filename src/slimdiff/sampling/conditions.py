@@ -1,6 +1,6 @@
 """What a user asks a conditional model for, turned into pipeline inputs: a class given by number or by
 name (the `class_names` in a pipeline's model_index.json, or the `class_names.json` of a run or an older
-folder), and prompts encoded by the text encoder saved with the model."""
+folder), and prompts read from a file (the pipeline's own tokenizer and text encoder read them)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 from slimdiff.data.conditions import metadata_rows
-from slimdiff.errors import ConfigError, ModelError
-from slimdiff.models.text_encoder import TextEncoder, load_text_encoder
+from slimdiff.errors import ConfigError
 
 
 def _model_folders(model: str | Path) -> list[Path]:
@@ -40,16 +39,6 @@ def resolve_label(model: str | Path, label: str) -> int:
     if label not in names:
         raise ConfigError(f"--label {label!r} is not a class of {model}; classes: {', '.join(names)}")
     return names.index(label)
-
-
-def text_encoder_of(model: str | Path) -> TextEncoder:
-    """The tokenizer + text encoder saved with a text-conditional model (its tokenizer/ and text_encoder/)."""
-    for folder in _model_folders(model):
-        if (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
-            return load_text_encoder(folder)
-    raise ModelError(
-        f"{model} carries no text encoder (tokenizer/ and text_encoder/); it was not trained on text"
-    )
 
 
 def read_prompts(path: str | Path) -> list[str]:
