@@ -175,13 +175,20 @@ def test_diffusers_cfg_cutoff_callback_ends_guidance_as_in_diffusers(sd_folder):
         torch.testing.assert_close(both[row : row + 1], alone, rtol=1e-4, atol=1e-4)
 
 
-def test_prompt_embeds_of_a_wrong_size_from_a_callback_are_refused(text_pipe):
-    def three_rows(pipe, i, t, tensors):
-        return {"prompt_embeds": tensors["prompt_embeds"][:3]}
+def test_prompt_embeds_of_a_wrong_size_from_a_callback_are_refused(text_pipe, tiny_pipeline):
+    def returning(embeds):
+        return lambda pipe, i, t, tensors: {"prompt_embeds": embeds(tensors)}
 
-    call = {"prompt": ["a", "b"], "guidance_scale": 2.0, "callback_on_step_end": three_rows}
+    asked = {"callback_on_step_end_tensor_inputs": ["prompt_embeds"]}
+    call = {"prompt": ["a", "b"], "guidance_scale": 2.0, **asked}
+    three_rows = returning(lambda tensors: tensors["prompt_embeds"][:3])
     with pytest.raises(ValueError, match="prompt_embeds with 3 rows for 2 images"):
-        draw(text_pipe, **call, callback_on_step_end_tensor_inputs=["prompt_embeds"])
+        draw(text_pipe, **call, callback_on_step_end=three_rows)
+    flat = returning(lambda tensors: torch.zeros(2, 8))
+    with pytest.raises(ValueError, match=r"of shape \(2, 8\), not \(N, \*\(8, 32\)\)"):
+        draw(text_pipe, **call, callback_on_step_end=flat)
+    with pytest.raises(ValueError, match="returned prompt_embeds, but this model takes no text"):
+        draw(tiny_pipeline(), callback_on_step_end=returning(lambda tensors: torch.zeros(1, 8, 32)))
 
 
 def test_prompt_mistakes_are_one_clear_line(text_pipe, tiny_pipeline, tiny_condition_unet):

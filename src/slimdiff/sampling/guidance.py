@@ -124,8 +124,12 @@ def step_end(
     x, new = returned.pop("latents", x), returned.get("prompt_embeds", embeds)
     if new is embeds:
         return x, cond, uncond
-    if embeds is None or new.shape[1:] != embeds.shape[1:]:
-        raise ValueError("a step-end callback returned prompt_embeds of another shape than it was given")
+    if embeds is None:
+        raise ValueError("a step-end callback returned prompt_embeds, but this model takes no text")
+    if new.shape[1:] != embeds.shape[1:]:
+        raise ValueError(
+            f"a step-end callback returned prompt_embeds of shape {tuple(new.shape)}, not (N, *{tuple(embeds.shape[1:])})"
+        )
     if uncond is not None and new.shape[0] == 2 * rows:
         return x, {**cond, key: new[rows:]}, {**uncond, key: new[:rows]}
     if new.shape[0] == rows:
