@@ -50,7 +50,10 @@ def test_the_study_writes_every_arm_and_reads_the_goals_from_the_records(tiny_st
     best = goals["G3 best training-free solver by swd"]
     assert best == min(("dpm++@4", "unipc@4"), key=lambda a: records[a]["swd"])
     assert math.isnan(goals["G1 swd(steps@4)/swd(student)"]["low"])  # one seed: no interval, and no claim
-    assert "Goals on the complete seeds ([0])" in (tiny_study / "results" / "step_study.md").read_text()
+    page = (tiny_study / "results" / "step_study.md").read_text()
+    assert "Goals on the complete seeds ([0])" in page and "![distance against calls](step_study.png)" in page
+    assert (tiny_study / "results" / "step_study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert goals["G3 swd(steps@4) - swd(best)"]["reading"] == "no interval yet"  # one seed: not "missed"
 
     before = {p: p.stat().st_mtime_ns for p in (tiny_study / "results" / "step_study").iterdir()}
     step_study.main(["--seeds", "0", "--work", str(work), "--resume"])
@@ -86,6 +89,7 @@ def test_the_fashion_mnist_setting_uses_the_reference_models_and_reads_fd_as_wel
     ratio = records["steps@4"]["fd_fmnist"] / records["student"]["fd_fmnist"]
     assert goals["G1 fd_fmnist(steps@4)/fd_fmnist(student)"]["per_seed"] == [pytest.approx(ratio)]
     assert "G1 swd(steps@4)/swd(student)" in goals
+    assert (results / "step_study-fashion-mnist.png").is_file()
     teacher, student = records["teacher"]["fd_fmnist"], records["student"]["fd_fmnist"]
     assert goals["precondition"]["reading"] == ("holds" if teacher < student else "fails: untestable")
     assert not (results / "step_study").exists()  # the textures setting's records are untouched
