@@ -250,35 +250,47 @@ FAMILIES = {
     "dpm++": "DPM-Solver++",
     "unipc": "UniPC",
 }
+# record key → its name on the page
+NAMES = {
+    "swd": "SWD×10³",
+    "fd_fmnist": "FD-FMNIST",
+    "spectrum_high": "high-band spectrum error",
+    "swd_to_teacher": "SWD×10³ to the teacher",
+    "seconds_per_image": "s/image (batch 1)",
+}
 
 
 def plot_summary(setting: Setting, results: list[dict], path: Path) -> Path:
     """Each distance (mean over seeds, every seed as a dot) against the number of UNet calls, per family of arms;
     the teacher's and the student's DDIM-100 as horizontal lines."""
     fig, axes = figure(width=5.5 * len(setting.distances), height=3.8, ncols=len(setting.distances))
-    for ax, key in zip(axes if len(setting.distances) > 1 else [axes], setting.distances, strict=True):
-        for arm, style in (("teacher", "k--"), ("student", "k:")):
+    panels = list(axes) if len(setting.distances) > 1 else [axes]
+    for ax, key in zip(panels, setting.distances, strict=True):
+        for arm, linestyle in (("teacher", "--"), ("student", ":")):
             values = [r[key] for r in results if r["arm"] == arm]
             if values:
-                ax.axhline(
-                    sum(values) / len(values), linestyle=style[1:], color="k", label=f"{arm}, DDIM-100"
-                )
+                mean = sum(values) / len(values)
+                ax.axhline(mean, linestyle=linestyle, color="k", label=f"{arm}, DDIM-100")
         for family, label in FAMILIES.items():
-            points = [
-                (int(r["arm"].split("@")[1]), r[key]) for r in results if r["arm"].split("@")[0] == family
-            ]
-            if not points:
+            by_calls: dict[int, list[float]] = {}
+            for r in results:
+                name, _, calls = r["arm"].partition("@")
+                if name == family:
+                    by_calls.setdefault(int(calls), []).append(r[key])
+            if not by_calls:
                 continue
-            calls = sorted({n for n, _ in points})
-            means = [sum(v for n, v in points if n == c) / sum(1 for n, _ in points if n == c) for c in calls]
-            (line,) = ax.plot(calls, means, marker="o", label=label)
-            ax.scatter(*zip(*points, strict=True), s=8, color=line.get_color(), alpha=0.5)
+            calls = sorted(by_calls)
+            (line,) = ax.plot(
+                calls, [sum(by_calls[c]) / len(by_calls[c]) for c in calls], marker="o", label=label
+            )
+            dots = [(c, v) for c in calls for v in by_calls[c]]
+            ax.scatter(*zip(*dots, strict=True), s=8, color=line.get_color(), alpha=0.5)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks([1, 2, 4], ["1", "2", "4"])
         ax.set_xlabel("UNet calls per image")
-        ax.set_ylabel({"swd": "SWD×10³", "fd_fmnist": "FD-FMNIST"}[key] + " to real (↓)")
-    (axes[0] if len(setting.distances) > 1 else axes).legend(fontsize=7)
+        ax.set_ylabel(f"{NAMES[key]} to real (↓)")
+    panels[0].legend(fontsize=7)
     return save(fig, path)
 
 
@@ -287,13 +299,9 @@ def write_summary(setting: Setting, command: str) -> None:
     verdict = goals(setting, results)
     page = RESULTS / f"step_study{setting.suffix}"
     page.with_suffix(".json").write_text(json.dumps({"results": results, "goals": verdict}, indent=1) + "\n")
-    names = {"swd": "SWD×10³ ↓", "fd_fmnist": "FD-FMNIST ↓"}
     columns = [*setting.distances, "spectrum_high", "swd_to_teacher", "seconds_per_image"]
-    names |= {
-        "spectrum_high": "high-band spectrum error ↓",
-        "swd_to_teacher": "SWD×10³ to the teacher",
-        "seconds_per_image": "s/image (batch 1)",
-    }
+    lower_is_better = {*setting.distances, "spectrum_high"}
+    header = [NAMES[c] + (" ↓" if c in lower_is_better else "") for c in columns]
     lines = [
         f"# step_study (issue 25, item 2: {setting.name})",
         "",
@@ -301,7 +309,7 @@ def write_summary(setting: Setting, command: str) -> None:
         f"- machine: {describe_machine()}",
         "- rule: docs/step_distillation.md (written before any run); arms `lcm@N` are the control added after it",
         "",
-        "| seed | arm | sampler | " + " | ".join(names[c] for c in columns) + " |",
+        "| seed | arm | sampler | " + " | ".join(header) + " |",
         "|---|---|---|" + "---|" * len(columns),
     ]
     for r in results:

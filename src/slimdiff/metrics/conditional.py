@@ -14,7 +14,6 @@ from slimdiff.metrics import fid
 from slimdiff.metrics.spectrum import spectrum_error
 from slimdiff.metrics.summary import SCORE_COLUMNS, score_cell
 from slimdiff.metrics.swd import swd
-from slimdiff.models.text_encoder import encode_text
 from slimdiff.sampling.conditions import class_names, read_prompts
 
 MIN_PER_CLASS = 2  # FID needs a covariance; below this a class is reported as too small
@@ -60,8 +59,8 @@ def sampling_conditions(
             f"{model} carries no text encoder (tokenizer/ and text_encoder/); it was not trained on text"
         )
 
-    def encode(texts: list[str]) -> Tensor:  # with the pipeline's own tokenizer and text encoder
-        return encode_text(pipeline.tokenizer, pipeline.text_encoder, texts)
+    def encode(texts: list[str]) -> Tensor:
+        return pipeline.encode_prompt(texts, pipeline.text_encoder.device)[0]
 
     embeds = torch.cat([encode(distinct[i : i + 64]) for i in range(0, len(distinct), 64)])
     position = {text: i for i, text in enumerate(distinct)}
