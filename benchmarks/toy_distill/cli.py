@@ -1,15 +1,24 @@
-"""`python -m benchmarks.toy_distill`: start, resume or report the study (flags: `--help`)."""
+"""`python -m benchmarks.toy_distill`: start, resume or report the study (flags: `--help`).
+
+Several processes may work on one study (start it once, then `--resume` in a second shell to use a second
+core): each takes a whole seed at a time under a claim (`benchmarks.ablation.claims`) and skips the seeds
+another live process holds; the page is rebuilt from every finished record on disk."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import torch
 
 from benchmarks import toy_distill
+from benchmarks.ablation.claims import claim, exclusive, release
+from benchmarks.toy_distill import runs as toy_runs
 from benchmarks.toy_distill.report import rebuild
 from benchmarks.toy_distill.runs import (
+    Run,
     Settings,
     do_run,
     load_settings,
@@ -51,14 +60,30 @@ def main(argv: list[str] | None = None) -> dict:
         settings = Settings(**{k: getattr(args, k) for k in asdict(Settings())})
         save_settings(settings)
     runs = plan(settings)
-    records = []
-    for run in runs:
-        finished = record_path(run).is_file()
-        if args.report_only and not finished:
-            continue
-        records.append(do_run(settings, run, args.device))
-        if not finished:  # the page follows the study run by run
-            rebuild(settings, records, len(runs))
-    verdict = rebuild(settings, records, len(runs))
+    claims = toy_runs.WORK / "claims"
+    if not args.report_only:
+        for seed in range(settings.seeds):
+            seed_runs = [run for run in runs if run.seed == seed]
+            if all(record_path(run).is_file() for run in seed_runs):
+                continue
+            if not claim(claims, f"seed-{seed:02d}"):
+                print(f"[toy-distill] seed {seed}: another process has it, skipped", flush=True)
+                continue
+            try:
+                for run in seed_runs:
+                    finished = record_path(run).is_file()
+                    do_run(settings, run, args.device)
+                    if not finished:  # the page follows the study run by run
+                        _rebuild(settings, runs, claims)
+            finally:
+                release(claims, f"seed-{seed:02d}")
+    verdict = _rebuild(settings, runs, claims)
     print(f"[toy-distill] verdict: {verdict['verdict']} (n = {verdict['n']})", flush=True)
     return verdict
+
+
+def _rebuild(settings: Settings, runs: list[Run], claims: Path) -> dict:
+    """The page from every finished record on disk (other processes' too), one writer at a time."""
+    with exclusive(claims / ".page.lock"):
+        records = [json.loads(record_path(run).read_text()) for run in runs if record_path(run).is_file()]
+        return rebuild(settings, records, len(runs))

@@ -1,8 +1,10 @@
 """The toy distillation study (benchmarks/toy_distill/): Holm's step-down, the pre-registered verdict on
-synthetic paired data, and a tiny study that writes its records and resumes without redoing them."""
+synthetic paired data, and a tiny study that writes its records, resumes without redoing them and leaves a
+seed another process holds to it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import sys
@@ -133,3 +135,24 @@ def test_a_tiny_study_writes_its_records_and_resumes_without_redoing_them(tmp_pa
     assert v["n"] == 2 and json.loads((folder / "study.json").read_text())["seeds"] == 2
     with pytest.raises(SystemExit, match="--resume"):
         cli.main(TINY)  # a fresh start never overwrites a study
+
+
+def test_a_seed_another_process_holds_is_left_to_it(tmp_path, monkeypatch):
+    """Two processes on one study: a seed claimed by a live other process is skipped, not trained twice;
+    the page counts whatever is finished on disk, and a later resume does the seed."""
+    monkeypatch.setattr(machine, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runs, "WORK", tmp_path / "work")
+    trained = []
+    real_train = runs.train
+    monkeypatch.setattr(runs, "train", lambda s, run, *a: trained.append(run.name) or real_train(s, run, *a))
+    claim_file = tmp_path / "work" / "claims" / "seed-00.claim"
+    claim_file.parent.mkdir(parents=True)
+    with open(claim_file, "a+") as other:  # another open file: its lock conflicts like another process's
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        v = cli.main([*TINY, "--eval-samples", "2"])
+        assert all(name.startswith("s01-") for name in trained) and len(trained) == 4
+        assert v["n"] == 1
+        assert "4 of 8 runs finished" in (tmp_path / "results" / "toy_distill.md").read_text()
+    trained.clear()
+    v = cli.main(["--resume"])  # the other process is gone (its lock with it): seed 0 is done now
+    assert [name[:3] for name in trained] == ["s00"] * 4 and v["n"] == 2
