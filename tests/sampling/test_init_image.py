@@ -11,6 +11,7 @@ from PIL import Image
 from slimdiff.models.autoencoders import Autoencoder
 from slimdiff.models.slim_decoder import slim_decoder_for
 from slimdiff.sampling.generate import generate
+from slimdiff.sampling.init_image import drawn_size
 from slimdiff.sampling.solvers import build_scheduler, get_sampler
 
 from .drawing import gen
@@ -182,6 +183,15 @@ def test_bad_inputs_are_one_clear_line(tiny_pipeline, call, message):
     with pytest.raises(ValueError) as error:
         _call(tiny_pipeline(), **call)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_drawn_size_is_the_size_of_the_images_with_any_decoder(latent_pipe, tiny_pipeline):
+    """The full autoencoder and its slim decoder draw the same size (a slim decoder cannot encode, but it
+    decodes to pixels: its model draws 8×8 images, not the 4×4 latents)."""
+    slim = tiny_pipeline(latent_pipe.unet, vae=slim_decoder_for(latent_pipe.vae))
+    for pipe in (latent_pipe, slim, tiny_pipeline()):
+        images = pipe(num_inference_steps=1, sampler="ddim", output_type="pt").images
+        assert drawn_size(pipe.vae, pipe.unet.config) == tuple(images.shape[-2:]) == (8, 8)
 
 
 def test_a_pipeline_without_an_encoder_says_so(latent_pipe, tiny_pipeline):

@@ -225,6 +225,21 @@ def test_class_names_fill_the_dropdown_and_labels_are_checked(tiny_condition_une
     assert Generator(pipe, labels=["cat"]).info()["class_names"] is None
 
 
+def test_a_slim_decoder_model_reports_the_size_of_the_images_it_draws(tiny_unet, tiny_kl):
+    """A latent model with a slim decoder draws pixels at the autoencoder's factor (the page sized its image
+    boxes by the latents before) and offers no image-to-image (a slim decoder cannot encode)."""
+    from slimdiff.diffusion import training_scheduler
+    from slimdiff.models.slim_decoder import slim_decoder_for
+    from slimdiff.sampling.pipeline import SlimDiffusionPipeline
+
+    unet = tiny_unet(channels=4, size=4)
+    pipe = SlimDiffusionPipeline(unet=unet, vae=slim_decoder_for(tiny_kl()), scheduler=training_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    info = Generator(pipe).info()
+    drawn = pipe(num_inference_steps=1, sampler="ddim", output_type="pt").images
+    assert info["image_size"] == list(drawn.shape[-2:]) == [8, 8] and not info["img2img"]
+
+
 def test_the_api_is_described_by_openapi(client):
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/api/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]

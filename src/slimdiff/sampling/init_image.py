@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 
 from slimdiff.models.autoencoders import CLASS_KINDS, Autoencoder
 from slimdiff.models.inputs import sample_hw
+from slimdiff.sampling.call_inputs import pixel_factor
 
 IMG2IMG_STRENGTH = 0.8  # diffusers' defaults: StableDiffusionImg2ImgPipeline's …
 INPAINT_STRENGTH = 1.0  # … and StableDiffusionInpaintPipeline's
@@ -126,9 +127,9 @@ def _paste(images: torch.Tensor, pixels: torch.Tensor, pixel_mask: torch.Tensor 
 
 
 def drawn_size(vae, unet_config) -> tuple[int, int]:
-    """(height, width) in pixels of the images a model with this autoencoder and UNet draws."""
-    factor = Autoencoder.of(_encoder(vae)).factor
-    return tuple(side * factor for side in sample_hw(unet_config))
+    """(height, width) in pixels of the images a model with this decoder (an autoencoder, a slim or ONNX
+    decoder, None in pixel space) and UNet draws."""
+    return tuple(side * pixel_factor(vae) for side in sample_hw(unet_config))
 
 
 def fit_image(
@@ -145,7 +146,7 @@ def init_pixels(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(pixels (rows, 3, H, W) in [-1, 1], mask (rows, 1, H, W) of 0 / 1 or None), checked against the size the
     model draws; one image (or mask) serves every row, k of them rows / k rows each."""
-    height, width = drawn_size(vae, unet_config)
+    height, width = drawn_size(_encoder(vae), unet_config)
     pixels = _batch(VaeImageProcessor(**_IMAGES).preprocess(image), rows, "image")
     if pixels.shape[1] != 3:
         raise ValueError(f"image has {pixels.shape[1]} channels; pass RGB images")

@@ -101,7 +101,7 @@ class Generator:
             self.models["teacher"] = describe(teacher, names[1])
         # image-to-image encodes the upload: a slim decoder has no encoder
         self.img2img = student.vae is None or type(student.vae).__name__ in CLASS_KINDS
-        self.size = drawn_size(student.vae if self.img2img else None, config)  # (height, width) in pixels
+        self.size = drawn_size(student.vae, config)  # (height, width) of the images it draws
 
     def info(self) -> dict:
         return {
