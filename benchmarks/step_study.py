@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     work = args.work or Path(f"outputs/step-study{setting.suffix}")
-    command = "python -m benchmarks.step_study " + " ".join(argv or [])
+    command = "python -m benchmarks.step_study " + " ".join(sys.argv[1:] if argv is None else argv)
     setting.records.mkdir(parents=True, exist_ok=True)
     table = arms()
     order = sorted(table, key=lambda arm: table[arm][0].startswith("steps"))  # untrained arms first

@@ -28,7 +28,7 @@ def tiny_study(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_study_writes_every_arm_and_reads_the_goals_from_the_records(tiny_study):
+def test_the_study_writes_every_arm_and_reads_the_goals_from_the_records(tiny_study, monkeypatch):
     work = tiny_study / "work"
     step_study.main(["--seeds", "0", "--work", str(work)])
     records = {r["arm"]: r for r in step_study.load_results(step_study.SETTINGS["textures"])}
@@ -56,9 +56,12 @@ def test_the_study_writes_every_arm_and_reads_the_goals_from_the_records(tiny_st
     assert goals["G3 swd(steps@4) - swd(best)"]["reading"] == "no interval yet"  # one seed: not "missed"
 
     before = {p: p.stat().st_mtime_ns for p in (tiny_study / "results" / "step_study").iterdir()}
-    step_study.main(["--seeds", "0", "--work", str(work), "--resume"])
+    monkeypatch.setattr(sys, "argv", ["step_study", "--seeds", "0", "--work", str(work), "--resume"])
+    step_study.main()  # as `python -m` calls it: the arguments come from the command line
     after = {p: p.stat().st_mtime_ns for p in (tiny_study / "results" / "step_study").iterdir()}
     assert after == before  # nothing re-scored, nothing re-trained
+    page = (tiny_study / "results" / "step_study.md").read_text()
+    assert f"command: `python -m benchmarks.step_study --seeds 0 --work {work} --resume`" in page
 
 
 def test_the_fashion_mnist_setting_uses_the_reference_models_and_reads_fd_as_well(
