@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -28,6 +27,7 @@ from slimdiff.data.order import StepSampler
 from slimdiff.diffusion import micro_step_noise
 from slimdiff.models.presets import get_preset
 from slimdiff.training.objectives import EpsilonObjective
+from slimdiff.training.run import make_ema
 
 PRESETS = ("tiny-teacher", "tiny-lite", "tiny-sd")
 
@@ -37,7 +37,7 @@ def step_fn(preset: str, batch: int, images: torch.Tensor) -> Callable[[], None]
     torch.manual_seed(0)
     unet = get_preset(preset).build().train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True)
+    ema = make_ema(unet, 0.999)
     objective = EpsilonObjective()
     ᾱ = torch.linspace(0.99, 0.01, 1000)
     counter = iter(range(10**9))

@@ -230,3 +230,25 @@ def test_a_run_shorter_than_its_warm_up_warns_in_one_line_and_still_trains(tmp_p
         train(config, progress=False)
     assert all("\n" not in str(w.message) for w in seen)
     assert (tmp_path / "run" / "model").is_dir()
+
+
+def test_the_loops_ema_is_diffusers_per_parameter_ema(tiny_unet):
+    """`make_ema` updates with fused foreach ops; the per-parameter EMAModel is the oracle (same decay warm-up,
+    same weights after steps on moving parameters, to float rounding)."""
+    from diffusers.training_utils import EMAModel
+
+    from slimdiff.training.run import make_ema
+
+    unet = tiny_unet(0)
+    fused, oracle = make_ema(unet, 0.99), EMAModel(unet.parameters(), decay=0.99, use_ema_warmup=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(4):
+            for p in unet.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+            fused.step(unet.parameters())
+            oracle.step(unet.parameters())
+    assert fused.foreach and fused.cur_decay_value == oracle.cur_decay_value
+    for a, b, p in zip(fused.shadow_params, oracle.shadow_params, unet.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(a, p)  # the average lags the moving weights: something was averaged

@@ -97,6 +97,14 @@ def start_from(unet: nn.Module, source: str) -> None:
     unet.load_state_dict(weights)
 
 
+def make_ema(unet: nn.Module, decay: float) -> EMAModel:
+    """The EMA of `unet`'s weights the loop keeps (diffusers' EMAModel, warm-up on). `foreach`: two fused
+    updates per step instead of three small ops per parameter tensor — what a GPU step pays in launches."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=True, foreach=True)
+
+
 def build_run(
     config: Config,
     accelerator: Accelerator,
@@ -106,7 +114,6 @@ def build_run(
     """Autoencoder, data, UNet, objective (hooks attached before wrapping), optimiser, lr schedule, EMA, and
     the UNet and optimiser as accelerate prepared them; `make_objective(unet)` replaces `build_objective`."""
     from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
 
     tc, ae, device = config.train, config.autoencoder, accelerator.device
     torch.manual_seed(tc.seed)
@@ -150,7 +157,7 @@ def build_run(
         num_warmup_steps=tc.warmup_steps,
         num_training_steps=tc.steps,
     )
-    ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=True)
+    ema = make_ema(unet, tc.ema_decay)
     prepared, optimizer = accelerator.prepare(unet, optimizer)
     return TrainingRun(
         config=config,
