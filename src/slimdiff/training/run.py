@@ -98,8 +98,8 @@ def start_from(unet: nn.Module, source: str) -> None:
 
 
 def make_ema(unet: nn.Module, decay: float) -> EMAModel:
-    """The EMA of `unet`'s weights the loop keeps (diffusers' EMAModel, warm-up on). `foreach`: two fused
-    updates per step instead of three small ops per parameter tensor — what a GPU step pays in launches."""
+    """The EMA of `unet`'s weights the loop keeps (diffusers' EMAModel, warm-up on). `foreach`: fused updates over
+    all tensors instead of three small ops per parameter tensor — what a GPU step pays in launches."""
     from diffusers.training_utils import EMAModel
 
     return EMAModel(unet.parameters(), decay=decay, use_ema_warmup=True, foreach=True)
