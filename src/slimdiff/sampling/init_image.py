@@ -191,9 +191,15 @@ def prepare_init(
     return InitImage(pixels.to(device), x0, pixel_mask, mask)
 
 
+def can_encode(vae) -> bool:
+    """Whether a pipeline with this `vae` can take an init image: pixel space (None) or a full autoencoder, not a
+    slim or ONNX decoder."""
+    return vae is None or type(vae).__name__ in CLASS_KINDS
+
+
 def _encoder(vae):
-    """`vae`, once it is an autoencoder that can encode (not a slim or ONNX decoder)."""
-    if vae is not None and type(vae).__name__ not in CLASS_KINDS:
+    """`vae`, once it can encode (`can_encode`)."""
+    if not can_encode(vae):
         raise ValueError(
             f"an init image needs the autoencoder's encoder, and this pipeline decodes with a "
             f"{type(vae).__name__}, which has none; sample with the full autoencoder (--decoder full, no --onnx)"

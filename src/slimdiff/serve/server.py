@@ -23,14 +23,13 @@ import torch
 from PIL import Image
 
 from slimdiff.errors import ModelError
-from slimdiff.models.autoencoders import CLASS_KINDS
 from slimdiff.models.inputs import condition_input, example_inputs, sample_hw
 from slimdiff.models.size import count_params
 from slimdiff.reporting.images import to_uint8
 from slimdiff.sampling.call_inputs import prompt_inputs
 from slimdiff.sampling.conditions import class_names
 from slimdiff.sampling.generate import generate
-from slimdiff.sampling.init_image import drawn_size, resolve_strength
+from slimdiff.sampling.init_image import can_encode, drawn_size, resolve_strength
 from slimdiff.sampling.solvers import SAMPLERS
 from slimdiff.serve.requests import (
     MAX_IMAGES,
@@ -99,8 +98,7 @@ class Generator:
         self.models = {"student": describe(student, names[0])}
         if teacher is not None:
             self.models["teacher"] = describe(teacher, names[1])
-        # image-to-image encodes the upload: a slim decoder has no encoder
-        self.img2img = student.vae is None or type(student.vae).__name__ in CLASS_KINDS
+        self.img2img = can_encode(student.vae)  # image-to-image encodes the upload
         self.size = drawn_size(student.vae, config)  # (height, width) of the images it draws
 
     def info(self) -> dict:
