@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
             seed_runs = [run for run in runs if run.seed == seed]
             if all(record_path(run).is_file() for run in seed_runs):
                 continue
-            if not claim(claims, f"seed-{seed:02d}"):
+            held = f"seed-{seed:02d}"
+            if not claim(claims, held):
                 print(f"[toy-distill] seed {seed}: another process has it, skipped", flush=True)
                 continue
             try:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
                     if not finished:  # the page follows the study run by run
                         _rebuild(settings, runs, claims)
             finally:
-                release(claims, f"seed-{seed:02d}")
+                release(claims, held)
     verdict = _rebuild(settings, runs, claims)
     print(f"[toy-distill] verdict: {verdict['verdict']} (n = {verdict['n']})", flush=True)
     return verdict
